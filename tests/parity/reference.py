@@ -1,0 +1,111 @@
+"""Tiny random reference models (Hugging Face `transformers` SAM 3) for parity.
+
+A reference model is built from a small config with a fixed seed, every
+constant-initialised parameter (biases, norms) is perturbed so that no branch
+is trivially zero, and it is saved with `save_pretrained`; tests load that
+directory through the project's converter.
+"""
+
+import numpy as np
+
+torch = __import__("pytest").importorskip("torch", reason="parity tests need torch")
+transformers = __import__("pytest").importorskip(
+    "transformers", reason="parity tests need transformers (the reference)"
+)
+
+TEXT_VOCAB = 100
+TEXT_PAD_ID = 99
+
+
+def tiny_sam3_config(image_size=112):
+    """A small `Sam3Config`: every component, a few layers, narrow widths."""
+    return transformers.Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam3_vit_model",
+                hidden_size=32,
+                intermediate_size=74,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                image_size=image_size,
+                patch_size=14,
+                pretrain_image_size=56,
+                window_size=4,
+                global_attn_indexes=[1, 3],
+            ),
+            fpn_hidden_size=16,
+        ),
+        text_config=dict(
+            vocab_size=TEXT_VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            projection_dim=24,
+            hidden_act="gelu",
+            eos_token_id=TEXT_PAD_ID,
+            pad_token_id=TEXT_PAD_ID,
+            bos_token_id=TEXT_PAD_ID - 1,
+        ),
+        geometry_encoder_config=dict(
+            hidden_size=16, num_layers=2, num_attention_heads=2, intermediate_size=32
+        ),
+        detr_encoder_config=dict(
+            hidden_size=16, num_layers=2, num_attention_heads=2, intermediate_size=32
+        ),
+        detr_decoder_config=dict(
+            hidden_size=16,
+            num_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_queries=6,
+        ),
+        mask_decoder_config=dict(hidden_size=16, num_attention_heads=2),
+    )
+
+
+def perturb_constant_parameters(model, seed=0, scale=0.1):
+    """Adds noise to every parameter initialised to a constant (zeros, ones)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters()):
+            flat = param.reshape(-1)
+            if flat.numel() == 1 or bool((flat == flat[0]).all()):
+                noise = torch.randn(param.shape, generator=generator) * scale
+                param.add_(noise.to(param.dtype))
+    return model
+
+
+def make_reference_model(config, seed=0):
+    torch.manual_seed(seed)
+    model = transformers.Sam3Model(config).eval()
+    return perturb_constant_parameters(model, seed=seed)
+
+
+def save_reference(model, directory):
+    model.save_pretrained(str(directory))
+    return str(directory)
+
+
+def to_numpy(tensor):
+    return tensor.detach().cpu().numpy()
+
+
+def nchw_to_nhwc(tensor):
+    return np.transpose(to_numpy(tensor), (0, 2, 3, 1))
+
+
+def assert_close(ours, ref, rtol_scale, name):
+    """`max|ours - ref| <= rtol_scale * max(1, max|ref|)`, with a readable failure."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} vs reference {ref.shape}"
+    assert np.all(np.isfinite(ours)), f"{name}: non-finite values"
+    tolerance = rtol_scale * max(1.0, float(np.abs(ref).max()))
+    error = float(np.abs(ours - ref).max())
+    assert error <= tolerance, (
+        f"{name}: max|ours - ref| = {error:.3e} > {tolerance:.3e} "
+        f"(max|ref| = {np.abs(ref).max():.3e})"
+    )
+    return error
