@@ -1,0 +1,166 @@
+"""Vision encoder speed: keras_sam3 against the reference, side by side.
+
+For each Keras backend a fresh process builds our `SAM3VisionEncoder` and
+the reference `transformers` `Sam3VisionModel` (PyTorch eager, no grad) at
+the same architecture, feeds both the same random image batch, alternates
+their calls, and reports first-call and steady-state (median) seconds and
+the ratio ours / reference. Weights are random: speed does not depend on
+them (parity is the tests' job).
+
+Usage:
+    python tools/benchmark_vision_encoder.py                  # default arch, 336 px, all backends
+    python tools/benchmark_vision_encoder.py --image-size 1008 --backends jax
+    python tools/benchmark_vision_encoder.py --json out.json
+
+Needs torch and transformers (the test extra).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def _tiny_kwargs():
+    return dict(
+        hidden_dim=64,
+        intermediate_dim=128,
+        num_layers=4,
+        num_heads=4,
+        pretrain_image_size=56,
+        window_size=4,
+        global_attn_indexes=(1, 3),
+        fpn_hidden_dim=32,
+    )
+
+
+def _reference_model(kwargs, image_size):
+    import transformers
+
+    vit = dict(
+        model_type="sam3_vit_model",
+        image_size=image_size,
+        hidden_size=kwargs.get("hidden_dim", 1024),
+        intermediate_size=kwargs.get("intermediate_dim", 4736),
+        num_hidden_layers=kwargs.get("num_layers", 32),
+        num_attention_heads=kwargs.get("num_heads", 16),
+        pretrain_image_size=kwargs.get("pretrain_image_size", 336),
+        window_size=kwargs.get("window_size", 24),
+        global_attn_indexes=list(kwargs.get("global_attn_indexes", (7, 15, 23, 31))),
+    )
+    config = transformers.Sam3VisionConfig(
+        backbone_config=vit, fpn_hidden_size=kwargs.get("fpn_hidden_dim", 256)
+    )
+    return transformers.Sam3VisionModel(config).eval()
+
+
+def worker(args):
+    import keras
+    import numpy as np
+    import torch
+
+    from keras_sam3 import SAM3VisionEncoder
+
+    kwargs = _tiny_kwargs() if args.config == "tiny" else {}
+    size = args.image_size
+    images = np.random.default_rng(0).uniform(-1, 1, (args.batch, size, size, 3))
+    images = images.astype("float32")
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+
+    reference = _reference_model(kwargs, size)
+    encoder = SAM3VisionEncoder(**kwargs)
+    inputs = keras.Input((size, size, 3), batch_size=args.batch)
+    model = keras.Model(inputs, encoder(inputs))
+
+    def run_ours():
+        out = model.predict_on_batch(images)
+        return out["fpn_hidden_states_0"]
+
+    def run_reference():
+        with torch.inference_mode():
+            return reference(pixel_values=pixels).fpn_hidden_states[0]
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    first = {"ours": timed(run_ours), "reference": timed(run_reference)}
+    steady = {"ours": [], "reference": []}
+    for _ in range(args.repeats):
+        steady["ours"].append(timed(run_ours))
+        steady["reference"].append(timed(run_reference))
+    median = {k: statistics.median(v) for k, v in steady.items()}
+    result = {
+        "backend": keras.backend.backend(),
+        "config": args.config,
+        "image_size": size,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "ours_first_s": first["ours"],
+        "reference_first_s": first["reference"],
+        "ours_median_s": median["ours"],
+        "reference_median_s": median["reference"],
+        "ours_all_s": steady["ours"],
+        "reference_all_s": steady["reference"],
+        "ratio": median["ours"] / median["reference"],
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--image-size", type=int, default=336)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--config", choices=("default", "tiny"), default="default")
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    results = []
+    for backend in args.backends.split(","):
+        if backend not in BACKENDS:
+            parser.error(f"unknown backend {backend!r}; choose from {BACKENDS}")
+        print(f"[{backend}] running ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--worker"] + [
+            f"--image-size={args.image_size}",
+            f"--batch={args.batch}",
+            f"--repeats={args.repeats}",
+            f"--config={args.config}",
+        ]
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"[{backend}] benchmark failed (exit {proc.returncode})")
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
+
+    print(
+        f"\nVision encoder, {args.config} architecture, {args.image_size} px, batch "
+        f"{args.batch}, median of {args.repeats} steady calls (seconds)\n"
+    )
+    print("| backend | ours first | ours steady | reference first | reference steady | ours / reference |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['backend']} | {r['ours_first_s']:.3f} | {r['ours_median_s']:.3f} | "
+            f"{r['reference_first_s']:.3f} | {r['reference_median_s']:.3f} | {r['ratio']:.2f}x |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
