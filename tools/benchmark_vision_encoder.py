@@ -4,8 +4,10 @@ For each Keras backend a fresh process builds our `SAM3VisionEncoder` and
 the reference `transformers` `Sam3VisionModel` (PyTorch eager, no grad) at
 the same architecture, feeds both the same random image batch, alternates
 their calls, and reports first-call and steady-state (median) seconds and
-the ratio ours / reference. Weights are random: speed does not depend on
-them (parity is the tests' job).
+the ratio ours / reference. When keras-hub ships its own SAM 3 port, its
+vision encoder runs in the same process the same way (`predict_on_batch`
+of a functional model) as a third column. Weights are random: speed does
+not depend on them (parity is the tests' job).
 
 Usage:
     python tools/benchmark_vision_encoder.py                  # default arch, 336 px, all backends
@@ -59,6 +61,32 @@ def _reference_model(kwargs, image_size):
     return transformers.Sam3VisionModel(config).eval()
 
 
+def _keras_hub_model(kwargs, image_size, batch):
+    """keras-hub's own SAM 3 vision encoder at the same architecture, or None."""
+    import keras
+
+    try:
+        from keras_hub.src.models.sam3.sam3_vision_encoder import SAM3VisionEncoder
+    except ImportError:
+        return None
+    encoder = SAM3VisionEncoder(
+        image_shape=(image_size, image_size, 3),
+        patch_size=14,
+        num_layers=kwargs.get("num_layers", 32),
+        hidden_dim=kwargs.get("hidden_dim", 1024),
+        intermediate_dim=kwargs.get("intermediate_dim", 4736),
+        num_heads=kwargs.get("num_heads", 16),
+        fpn_hidden_dim=kwargs.get("fpn_hidden_dim", 256),
+        fpn_scale_factors=[4.0, 2.0, 1.0, 0.5],
+        pretrain_image_shape=(kwargs.get("pretrain_image_size", 336),) * 2 + (3,),
+        window_size=kwargs.get("window_size", 24),
+        global_attn_indexes=list(kwargs.get("global_attn_indexes", (7, 15, 23, 31))),
+    )
+    inputs = keras.Input((image_size, image_size, 3), batch_size=batch)
+    features, _ = encoder(inputs)
+    return keras.Model(inputs, features[0])
+
+
 def worker(args):
     import keras
     import numpy as np
@@ -85,16 +113,22 @@ def worker(args):
         with torch.inference_mode():
             return reference(pixel_values=pixels).fpn_hidden_states[0]
 
+    runners = {"ours": run_ours, "reference": run_reference}
+    if not args.no_keras_hub:
+        hub_model = _keras_hub_model(kwargs, size, args.batch)
+        if hub_model is not None:
+            runners["keras_hub"] = lambda: hub_model.predict_on_batch(images)
+
     def timed(fn):
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
 
-    first = {"ours": timed(run_ours), "reference": timed(run_reference)}
-    steady = {"ours": [], "reference": []}
+    first = {name: timed(fn) for name, fn in runners.items()}
+    steady = {name: [] for name in runners}
     for _ in range(args.repeats):
-        steady["ours"].append(timed(run_ours))
-        steady["reference"].append(timed(run_reference))
+        for name, fn in runners.items():
+            steady[name].append(timed(fn))
     median = {k: statistics.median(v) for k, v in steady.items()}
     result = {
         "backend": keras.backend.backend(),
@@ -111,6 +145,13 @@ def worker(args):
         "reference_all_s": steady["reference"],
         "ratio": median["ours"] / median["reference"],
     }
+    if "keras_hub" in runners:
+        result.update(
+            keras_hub_first_s=first["keras_hub"],
+            keras_hub_median_s=median["keras_hub"],
+            keras_hub_all_s=steady["keras_hub"],
+            keras_hub_ratio=median["keras_hub"] / median["reference"],
+        )
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -122,6 +163,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", choices=("default", "tiny"), default="default")
     parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--no-keras-hub", action="store_true", help="skip keras-hub's SAM 3 port")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -137,7 +179,7 @@ def main():
             f"--batch={args.batch}",
             f"--repeats={args.repeats}",
             f"--config={args.config}",
-        ]
+        ] + (["--no-keras-hub"] if args.no_keras_hub else [])
         env = dict(os.environ, KERAS_BACKEND=backend)
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -150,12 +192,20 @@ def main():
         f"\nVision encoder, {args.config} architecture, {args.image_size} px, batch "
         f"{args.batch}, median of {args.repeats} steady calls (seconds)\n"
     )
-    print("| backend | ours first | ours steady | reference first | reference steady | ours / reference |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| backend | ours first | ours steady | reference first | reference steady "
+        "| ours / reference | keras-hub steady | keras-hub / reference |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        hub = (
+            f"{r['keras_hub_median_s']:.3f} | {r['keras_hub_ratio']:.2f}x"
+            if "keras_hub_ratio" in r
+            else "n/a | n/a"
+        )
         print(
             f"| {r['backend']} | {r['ours_first_s']:.3f} | {r['ours_median_s']:.3f} | "
-            f"{r['reference_first_s']:.3f} | {r['reference_median_s']:.3f} | {r['ratio']:.2f}x |"
+            f"{r['reference_first_s']:.3f} | {r['reference_median_s']:.3f} | {r['ratio']:.2f}x | {hub} |"
         )
     if args.json:
         with open(args.json, "w") as f:
