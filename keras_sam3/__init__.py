@@ -1,15 +1,29 @@
 """keras_sam3: SAM 3 in Keras 3, the same numbers on JAX, TensorFlow and PyTorch."""
 
-from keras_sam3.models.fpn_neck import SAM3FPNNeck
-from keras_sam3.models.text_encoder import SAM3TextEncoder
-from keras_sam3.models.vision_encoder import SAM3VisionEncoder
-from keras_sam3.models.vit import SAM3ViT
+from keras_sam3.convert import convert_backbone
+from keras_sam3.models import SAM3Backbone
+from keras_sam3.models import SAM3DetrDecoder
+from keras_sam3.models import SAM3DetrEncoder
+from keras_sam3.models import SAM3DotProductScoring
+from keras_sam3.models import SAM3FPNNeck
+from keras_sam3.models import SAM3GeometryEncoder
+from keras_sam3.models import SAM3MaskDecoder
+from keras_sam3.models import SAM3TextEncoder
+from keras_sam3.models import SAM3VisionEncoder
+from keras_sam3.models import SAM3ViT
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SAM3Backbone",
+    "SAM3DetrDecoder",
+    "SAM3DetrEncoder",
+    "SAM3DotProductScoring",
     "SAM3FPNNeck",
+    "SAM3GeometryEncoder",
+    "SAM3MaskDecoder",
     "SAM3TextEncoder",
     "SAM3VisionEncoder",
     "SAM3ViT",
+    "convert_backbone",
 ]

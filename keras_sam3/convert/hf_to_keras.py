@@ -1,194 +1,166 @@
-"""Hugging Face SAM 3 checkpoint -> keras_sam3 components.
+"""Hugging Face SAM 3 checkpoints -> keras_sam3 components and `SAM3Backbone`.
 
-Sublayer names mirror the reference module names, so a Keras variable path
-becomes a checkpoint key through an ordered rename table, and the tensor
-through one of three layout transforms (dense, conv, transposed conv).
-Numpy only: no torch is needed to convert.
+Every tensor of the checkpoint is either loaded into a variable or matched
+by `IGNORED`, which says why it is not needed; anything else, and anything
+missing or mis-shaped, raises an error that names it.
 """
 
-import json
-import os
 import re
 
-import keras
-import numpy as np
+from keras_sam3.convert.hf_checkpoint import HFCheckpoint
+from keras_sam3.convert.rename import MASK_DECODER_RULES
+from keras_sam3.convert.rename import TEXT_ENCODER_RULES
+from keras_sam3.convert.rename import VISION_ENCODER_RULES
+from keras_sam3.convert.rename import load_weights
 
-from keras_sam3.convert.safetensors_io import read_checkpoint_tensors
-
-DETECTOR_PREFIX = "detector_model."
-
-# Applied after each component's own table: Keras naming -> PyTorch naming.
-_GENERIC_RULES = [
-    (r"_(\d+)(?=/|$)", r".\1"),  # layers_3 -> layers.3
-    (r"/(kernel|gamma|embeddings)$", r".weight"),
-    (r"/beta$", r".bias"),
-    (r"/", r"."),
+# (pattern over the file's keys, reason). Detector keys are matched without
+# their `detector_model.` prefix.
+IGNORED = [
+    (
+        r"^text_encoder\.text_projection\.weight$",
+        "CLIP's own 1024->512 text projection: SAM 3 projects every token with "
+        "`text_projection` (1024->256) instead",
+    ),
+    (
+        r"^mask_decoder\.pixel_decoder\.(conv_layers|norms)\.([2-9]|\d\d+)\.",
+        "pixel-decoder stage beyond the two skip levels: never called, in the "
+        "reference or in Meta's code",
+    ),
+    (
+        r"^tracker_neck\.",
+        "the tracker's own FPN neck: used by the SAM 3 tracker (points / boxes / "
+        "masks), not by concept segmentation",
+    ),
+    (
+        r"^tracker_model\.",
+        "the SAM 3 tracker's prompt encoder, mask decoder and video memory "
+        "modules: not part of concept segmentation",
+    ),
 ]
 
-VISION_ENCODER_RULES = [
-    (r"^backbone/patch_embeddings/kernel$", "backbone/embeddings/patch_embeddings/projection/kernel"),
-    (r"^backbone/position_embeddings$", "backbone/embeddings/position_embeddings"),
+# (component attribute, Hugging Face prefix, rename rules).
+BACKBONE_COMPONENTS = [
+    ("vision_encoder", "vision_encoder.", VISION_ENCODER_RULES),
+    ("text_encoder", "text_encoder.", TEXT_ENCODER_RULES),
+    ("geometry_encoder", "geometry_encoder.", []),
+    ("detr_encoder", "detr_encoder.", []),
+    ("detr_decoder", "detr_decoder.", []),
+    ("scoring", "dot_product_scoring.", []),
+    ("mask_decoder", "mask_decoder.", MASK_DECODER_RULES),
 ]
 
-TEXT_ENCODER_RULES = [
-    (r"^text_projection/", "<root>/text_projection/"),  # Sam3Model.text_projection
-    (r"^(token|position)_embedding/", r"text_model/embeddings/\1_embedding/"),
-    (r"^layers_", "text_model/encoder/layers_"),
-    (r"^final_layer_norm/", "text_model/final_layer_norm/"),
-]
+
+def ignore_reason(key):
+    """Why a checkpoint key is not loaded, or None if it must be."""
+    for pattern, reason in IGNORED:
+        if re.search(pattern, key):
+            return reason
+    return None
 
 
-def _transform_for(layer, variable_name):
-    """PyTorch tensor -> Keras variable layout for a variable and its owner."""
-    if variable_name != "kernel":
-        return lambda t: t
-    if isinstance(layer, keras.layers.Dense):
-        return lambda t: t.T  # (out, in) -> (in, out)
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-        # Conv (out, in, kh, kw) / ConvTranspose (in, out, kh, kw) -> (kh, kw, in|out, out|in)
-        return lambda t: np.transpose(t, (2, 3, 1, 0))
-    return lambda t: t
+class ConversionReport:
+    """What a conversion did with every tensor of the file."""
+
+    def __init__(self):
+        self.loaded = []
+        self.ignored = {}  # reason -> [keys]
+
+    def summary(self):
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        for reason, keys in self.ignored.items():
+            lines.append(f"ignored {len(keys)} tensors: {reason}")
+        return "\n".join(lines)
 
 
-def checkpoint_key(path, rules, prefix):
-    """Maps a component-relative Keras variable path to a checkpoint key."""
-    for pattern, replacement in list(rules) + _GENERIC_RULES:
-        path = re.sub(pattern, replacement, path)
-    if path.startswith("<root>."):
-        return path[len("<root>.") :]
-    return prefix + path
-
-
-def weight_map(component, rules, prefix):
-    """`[(checkpoint_key, variable, transform)]` for every variable of `component`."""
-    owners = {layer.path: layer for layer in component._flatten_layers()}
-    root = component.path + "/"
-    entries = []
-    for variable in component.weights:
-        relative = variable.path[len(root) :]
-        owner_path, name = variable.path.rsplit("/", 1)
-        owner = owners.get(owner_path, component)
-        entries.append(
-            (checkpoint_key(relative, rules, prefix), variable, _transform_for(owner, name))
-        )
-    return entries
-
-
-def load_weights(component, tensors, rules, prefix):
-    """Assigns checkpoint `tensors` to `component`; returns the keys used.
-
-    Raises a `ValueError` naming every missing or mis-shaped tensor.
-    """
-    missing, mismatched, assignments = [], [], []
-    for key, variable, transform in weight_map(component, rules, prefix):
-        if key not in tensors:
-            missing.append(f"{key} (for {variable.path})")
+def _account(checkpoint, loaded):
+    """Every key must be loaded or ignored with a reason."""
+    report = ConversionReport()
+    report.loaded = sorted(loaded)
+    loaded = set(loaded)
+    unexpected = []
+    all_keys = list(checkpoint.tensors) + list(checkpoint.other_tensors)
+    for key in all_keys:
+        if key in loaded:
             continue
-        value = transform(np.asarray(tensors[key]))
-        if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append(
-                f"{key}: checkpoint {tuple(tensors[key].shape)} -> {tuple(value.shape)}, "
-                f"{variable.path} expects {tuple(variable.shape)}"
-            )
-            continue
-        assignments.append((variable, value, key))
-    if missing or mismatched:
-        lines = [f"missing tensor {m}" for m in missing] + [
-            f"mis-shaped tensor {m}" for m in mismatched
-        ]
+        reason = ignore_reason(key)
+        if reason is None:
+            unexpected.append(key)
+        else:
+            report.ignored.setdefault(reason, []).append(key)
+    if unexpected:
         raise ValueError(
-            f"Cannot load {component.name} from the checkpoint:\n  " + "\n  ".join(lines)
+            "Unexpected tensors in the checkpoint (neither loaded nor on the ignore "
+            "list):\n  " + "\n  ".join(sorted(unexpected))
         )
-    for variable, value, _ in assignments:
-        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-    return [key for _, _, key in assignments]
+    return report
 
 
-class HFCheckpoint:
-    """A Hugging Face SAM 3 checkpoint directory (config.json + safetensors).
+def _check_pixel_decoder(checkpoint, mask_decoder):
+    stages = checkpoint.num_pixel_decoder_stages()
+    if stages < mask_decoder.num_upsampling_stages:
+        raise ValueError(
+            f"The checkpoint's pixel decoder has {stages} stages; SAM 3 applies "
+            f"{mask_decoder.num_upsampling_stages}."
+        )
 
-    Accepts a plain `Sam3Model` directory and the full `facebook/sam3`
-    layout, whose detector keys carry a `detector_model.` prefix and whose
-    config nests the detector under `detector_config`. `tensors` holds the
-    detector keys without that prefix; `other_tensors` holds the rest
-    (`tracker_model.*`, `tracker_neck.*`).
+
+def build_backbone(checkpoint, image_size=None, cls_without_boxes=True, dtype=None):
+    """An unloaded `SAM3Backbone` with the checkpoint's architecture.
+
+    Args:
+        checkpoint: `HFCheckpoint`.
+        image_size: int, optional. Input side; defaults to the config's.
+        cls_without_boxes: bool. Meta's text-only behaviour (True) or the
+            reference's (False); see `SAM3GeometryEncoder`.
+        dtype: optional dtype policy.
     """
+    from keras_sam3.models.backbone import SAM3Backbone
+    from keras_sam3.models.detr_decoder import SAM3DetrDecoder
+    from keras_sam3.models.detr_encoder import SAM3DetrEncoder
+    from keras_sam3.models.geometry_encoder import SAM3GeometryEncoder
+    from keras_sam3.models.mask_decoder import SAM3MaskDecoder
+    from keras_sam3.models.scoring import SAM3DotProductScoring
+    from keras_sam3.models.text_encoder import SAM3TextEncoder
+    from keras_sam3.models.vision_encoder import SAM3VisionEncoder
 
-    def __init__(self, directory):
-        self.directory = directory
-        config_path = os.path.join(directory, "config.json")
-        if not os.path.exists(config_path):
-            raise FileNotFoundError(f"No config.json in {directory!r}.")
-        with open(config_path) as f:
-            config = json.load(f)
-        self.full_config = config
-        self.config = config.get("detector_config") or config
-        raw = read_checkpoint_tensors(directory)
-        prefixed = any(k.startswith(DETECTOR_PREFIX) for k in raw)
-        self.tensors, self.other_tensors = {}, {}
-        for key, value in raw.items():
-            if prefixed and key.startswith(DETECTOR_PREFIX):
-                self.tensors[key[len(DETECTOR_PREFIX) :]] = value
-            elif prefixed:
-                self.other_tensors[key] = value
-            else:
-                self.tensors[key] = value
+    return SAM3Backbone(
+        vision_encoder=SAM3VisionEncoder(**checkpoint.vision_encoder_kwargs(), dtype=dtype),
+        text_encoder=SAM3TextEncoder(**checkpoint.text_encoder_kwargs(), dtype=dtype),
+        geometry_encoder=SAM3GeometryEncoder(
+            **checkpoint.geometry_encoder_kwargs(),
+            cls_without_boxes=cls_without_boxes,
+            dtype=dtype,
+        ),
+        detr_encoder=SAM3DetrEncoder(**checkpoint.detr_encoder_kwargs(), dtype=dtype),
+        detr_decoder=SAM3DetrDecoder(**checkpoint.detr_decoder_kwargs(), dtype=dtype),
+        scoring=SAM3DotProductScoring(**checkpoint.scoring_kwargs(), dtype=dtype),
+        mask_decoder=SAM3MaskDecoder(**checkpoint.mask_decoder_kwargs(), dtype=dtype),
+        image_size=image_size or checkpoint.image_size(),
+        dtype=dtype,
+    )
 
-    def vision_encoder_kwargs(self):
-        vision = self.config.get("vision_config") or {}
-        vit = vision.get("backbone_config") or {}
-        if vit.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"Unsupported ViT hidden_act {vit['hidden_act']!r}.")
-        rope = vit.get("rope_parameters") or {}
-        kwargs = {
-            "hidden_dim": vit.get("hidden_size", 1024),
-            "intermediate_dim": vit.get("intermediate_size", 4736),
-            "num_layers": vit.get("num_hidden_layers", 32),
-            "num_heads": vit.get("num_attention_heads", 16),
-            "patch_size": vit.get("patch_size", 14),
-            "pretrain_image_size": vit.get("pretrain_image_size", 336),
-            "window_size": vit.get("window_size", 24),
-            "global_attn_indexes": tuple(vit.get("global_attn_indexes") or (7, 15, 23, 31)),
-            "layer_norm_epsilon": vit.get("layer_norm_eps", 1e-6),
-            "rope_theta": rope.get("rope_theta", vit.get("rope_theta", 10000.0)),
-            "fpn_hidden_dim": vision.get("fpn_hidden_size", 256),
-            "scale_factors": tuple(vision.get("scale_factors") or (4.0, 2.0, 1.0, 0.5)),
-        }
-        for name in ("patch_size", "pretrain_image_size"):
-            if isinstance(kwargs[name], (list, tuple)):
-                if kwargs[name][0] != kwargs[name][1]:
-                    raise ValueError(f"Non-square {name} {kwargs[name]} is not supported.")
-                kwargs[name] = kwargs[name][0]
-        return kwargs
 
-    def image_size(self):
-        vit = (self.config.get("vision_config") or {}).get("backbone_config") or {}
-        size = vit.get("image_size", 1008)
-        return size[0] if isinstance(size, (list, tuple)) else size
+def load_backbone_weights(backbone, checkpoint, progress=None):
+    """Loads every detector tensor into `backbone`; returns a `ConversionReport`.
 
-    def text_encoder_kwargs(self):
-        text = self.config.get("text_config") or {}
-        detr = self.config.get("detr_encoder_config") or {}
-        return {
-            "vocabulary_size": text.get("vocab_size", 49408),
-            "hidden_dim": text.get("hidden_size", 1024),
-            "intermediate_dim": text.get("intermediate_size", 4096),
-            "num_layers": text.get("num_hidden_layers", 24),
-            "num_heads": text.get("num_attention_heads", 16),
-            "max_sequence_length": text.get("max_position_embeddings", 32),
-            "output_dim": detr.get("hidden_size", 256),
-            "layer_norm_epsilon": text.get("layer_norm_eps", 1e-5),
-            "activation": text.get("hidden_act", "gelu"),
-        }
+    `progress`, if given, is called with each component's name as it loads.
+    """
+    _check_pixel_decoder(checkpoint, backbone.mask_decoder)
+    loaded = []
+    for attribute, prefix, rules in BACKBONE_COMPONENTS:
+        if progress:
+            progress(attribute)
+        loaded += load_weights(getattr(backbone, attribute), checkpoint.tensors, rules, prefix)
+    return _account(checkpoint, loaded)
 
-    def load_vision_encoder(self, encoder):
-        """Loads `vision_encoder.*` into a built `SAM3VisionEncoder`."""
-        return load_weights(encoder, self.tensors, VISION_ENCODER_RULES, "vision_encoder.")
 
-    def load_text_encoder(self, encoder):
-        """Loads `text_encoder.text_model.*` and `text_projection.*` into a
-        built `SAM3TextEncoder`."""
-        return load_weights(encoder, self.tensors, TEXT_ENCODER_RULES, "text_encoder.")
+def convert_backbone(directory, image_size=None, cls_without_boxes=True, dtype=None):
+    """`(SAM3Backbone, ConversionReport)` from a checkpoint directory: a plain
+    `Sam3Model` or the full `facebook/sam3` layout."""
+    checkpoint = HFCheckpoint(directory)
+    backbone = build_backbone(checkpoint, image_size, cls_without_boxes, dtype)
+    report = load_backbone_weights(backbone, checkpoint)
+    return backbone, report
 
 
 def convert_vision_encoder(directory, dtype=None):
@@ -199,7 +171,7 @@ def convert_vision_encoder(directory, dtype=None):
     encoder = SAM3VisionEncoder(**checkpoint.vision_encoder_kwargs(), dtype=dtype)
     size = checkpoint.image_size()
     encoder.build((None, size, size, 3))
-    checkpoint.load_vision_encoder(encoder)
+    load_weights(encoder, checkpoint.tensors, VISION_ENCODER_RULES, "vision_encoder.")
     return encoder
 
 
@@ -211,5 +183,5 @@ def convert_text_encoder(directory, dtype=None):
     kwargs = checkpoint.text_encoder_kwargs()
     encoder = SAM3TextEncoder(**kwargs, dtype=dtype)
     encoder.build((None, kwargs["max_sequence_length"]))
-    checkpoint.load_text_encoder(encoder)
+    load_weights(encoder, checkpoint.tensors, TEXT_ENCODER_RULES, "text_encoder.")
     return encoder

@@ -6,3 +6,5 @@ from keras_sam3.layers.position_encoding import sine_encode
 from keras_sam3.layers.position_encoding import sine_position_encoding_2d
 from keras_sam3.layers.windows import window_partition
 from keras_sam3.layers.windows import window_unpartition
+from keras_sam3.layers.mlp import StackedMLP
+from keras_sam3.layers.transformer import PreNormFusionBlock

@@ -78,3 +78,77 @@ def get_activation(name):
     raise ValueError(
         f"Unknown activation {name!r}; expected 'gelu', 'quick_gelu' or 'relu'."
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class StackedMLP(keras.layers.Layer):
+    """`num_layers` Dense layers with an activation between them (none after
+    the last): SAM 3's box, presence, reference-point, RPB, scoring and mask
+    embedding heads.
+
+    Args:
+        hidden_dim: int. Width of the hidden layers.
+        output_dim: int. Width of the last layer.
+        num_layers: int. Number of Dense layers. Defaults to `2`.
+        activation: str. Defaults to `"relu"`.
+        layer_names: list of str, optional. Sublayer names (the reference's
+            module names). Defaults to `layer1`, `layer2`, ...
+
+    Example:
+    >>> StackedMLP(16, 4, num_layers=3)(keras.ops.ones((2, 8))).shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        output_dim,
+        num_layers=2,
+        activation="relu",
+        layer_names=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.output_dim = output_dim
+        self.num_layers = num_layers
+        self.activation = activation
+        self.layer_names = list(layer_names or [f"layer{i + 1}" for i in range(num_layers)])
+        if len(self.layer_names) != num_layers:
+            raise ValueError(f"layer_names needs {num_layers} names, got {self.layer_names}.")
+        self._activation_fn = get_activation(activation)
+        widths = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.dense_layers = [
+            keras.layers.Dense(width, dtype=self.dtype_policy, name=name)
+            for width, name in zip(widths, self.layer_names)
+        ]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.dense_layers:
+            layer.build(shape)
+            shape = shape[:-1] + (layer.units,)
+        self.built = True
+
+    def call(self, x):
+        for i, layer in enumerate(self.dense_layers):
+            if i:
+                x = self._activation_fn(x)
+            x = layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "output_dim": self.output_dim,
+                "num_layers": self.num_layers,
+                "activation": self.activation,
+                "layer_names": self.layer_names,
+            }
+        )
+        return config

@@ -1,0 +1,4 @@
+from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
+from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
+from keras_sam3.ops.boxes import inverse_sigmoid
+from keras_sam3.ops.roi_align import roi_align

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from keras_sam3 import SAM3TextEncoder
-from keras_sam3.convert.hf_to_keras import HFCheckpoint
-from keras_sam3.convert.hf_to_keras import TEXT_ENCODER_RULES
-from keras_sam3.convert.hf_to_keras import checkpoint_key
+from keras_sam3.convert.hf_checkpoint import HFCheckpoint
+from keras_sam3.convert.rename import TEXT_ENCODER_RULES
+from keras_sam3.convert.rename import checkpoint_key
 from keras_sam3.convert.hf_to_keras import convert_text_encoder
-from keras_sam3.convert.hf_to_keras import weight_map
+from keras_sam3.convert.rename import weight_map
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

@@ -17,9 +17,14 @@ TEXT_VOCAB = 100
 TEXT_PAD_ID = 99
 
 
-def tiny_sam3_config(image_size=112):
-    """A small `Sam3Config`: every component, a few layers, narrow widths."""
-    return transformers.Sam3Config(
+def tiny_sam3_config(image_size=112, initializer_range=0.2):
+    """A small `Sam3Config`: every component, a few layers, narrow widths.
+
+    Weights are drawn wider than the reference's 0.02 so that logits, boxes
+    and masks reach magnitudes near 1 and an absolute tolerance means
+    something.
+    """
+    config = transformers.Sam3Config(
         vision_config=dict(
             backbone_config=dict(
                 model_type="sam3_vit_model",
@@ -63,6 +68,18 @@ def tiny_sam3_config(image_size=112):
         ),
         mask_decoder_config=dict(hidden_size=16, num_attention_heads=2),
     )
+    for sub in (
+        config,
+        config.vision_config,
+        config.vision_config.backbone_config,
+        config.text_config,
+        config.geometry_encoder_config,
+        config.detr_encoder_config,
+        config.detr_decoder_config,
+        config.mask_decoder_config,
+    ):
+        sub.initializer_range = initializer_range
+    return config
 
 
 def perturb_constant_parameters(model, seed=0, scale=0.1):

@@ -1,0 +1,172 @@
+"""`SAM3Backbone`: the promptable concept segmentation model, functional."""
+
+import keras
+from keras import ops
+from keras_hub.models import Backbone
+
+from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
+
+PAD_LABEL = -10
+
+_COMPONENTS = (
+    "vision_encoder",
+    "text_encoder",
+    "geometry_encoder",
+    "detr_encoder",
+    "detr_decoder",
+    "scoring",
+    "mask_decoder",
+)
+
+
+def prompt_head(
+    components,
+    vision,
+    text_features,
+    text_mask,
+    boxes,
+    box_labels,
+    training=None,
+):
+    """Everything after the encoders: prompt assembly, DETR, scoring, masks.
+
+    Args:
+        components: object with the backbone's component attributes.
+        vision: dict from `SAM3VisionEncoder` (levels 0-2 are used).
+        text_features: `(B, T, D)`; text_mask: bool `(B, T)`.
+        boxes: `(B, Nb, 4)` normalized cxcywh; box_labels: int `(B, Nb)`,
+            1 positive, 0 negative, -10 padding.
+
+    Returns:
+        The backbone's output dict.
+    """
+    features = vision["fpn_hidden_states_2"]
+    position = vision["fpn_position_encoding_2"]
+    height, width, dim = features.shape[1:]
+    box_mask = ops.not_equal(box_labels, PAD_LABEL)
+    labels = ops.where(box_mask, box_labels, 0)
+    geometry = components.geometry_encoder(
+        boxes, labels, box_mask, features, position, training=training
+    )
+    prompt = ops.concatenate([text_features, geometry["features"]], axis=1)
+    prompt_mask = ops.concatenate([ops.cast(text_mask, "bool"), geometry["mask"]], axis=1)
+
+    # (B, H, W, D) -> (B, N, D)
+    tokens = ops.reshape(features, (-1, height * width, dim))
+    tokens_pos = ops.reshape(position, (-1, height * width, dim))
+    memory = components.detr_encoder(tokens, tokens_pos, prompt, prompt_mask, training=training)
+    # (B, N, D) -> (B, H, W, D): the grid travels with the tensor.
+    memory = ops.reshape(memory, (-1, height, width, dim))
+    decoded = components.detr_decoder(memory, position, prompt, prompt_mask, training=training)
+    logits = components.scoring(decoded["queries"], prompt, prompt_mask, training=training)
+    boxes_xyxy = box_cxcywh_to_xyxy(decoded["boxes"])
+    masks = components.mask_decoder(
+        decoded["queries"][:, -1],
+        memory,
+        skips=[vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]],
+        prompt=prompt,
+        prompt_mask=prompt_mask,
+        training=training,
+    )
+    return {
+        "pred_logits": logits[:, -1],
+        "pred_boxes": boxes_xyxy[:, -1],
+        "pred_masks": masks["pred_masks"],
+        "presence_logits": decoded["presence_logits"][:, -1],
+        "semantic_seg": masks["semantic_seg"],
+        "all_pred_logits": logits,
+        "all_pred_boxes": boxes_xyxy,
+        "all_presence_logits": decoded["presence_logits"],
+        "reference_boxes": decoded["reference_boxes"],
+    }
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class SAM3Backbone(Backbone):
+    """SAM 3 promptable concept segmentation, as a keras-hub `Backbone`.
+
+    A functional model over injected components: the image and text
+    encoders, the box-exemplar geometry encoder, the DETR encoder and
+    decoder (presence token, box refinement), dot-product scoring and the
+    mask decoder.
+
+    Inputs (a dict):
+        images: `(B, S, S, 3)` float in [-1, 1].
+        token_ids: int `(B, T)`; padding_mask: `(B, T)`, 1 on real tokens.
+        boxes: `(B, Nb, 4)` normalized cxcywh (`Nb` may be 0).
+        box_labels: int `(B, Nb)`: 1 positive, 0 negative, -10 padding.
+
+    Outputs (a dict):
+        pred_logits `(B, Q)`, pred_boxes `(B, Q, 4)` normalized xyxy (not
+        clipped), pred_masks `(B, Q, 4S/14, 4S/14)` logits, presence_logits
+        `(B, 1)`, semantic_seg `(B, 4S/14, 4S/14, 1)` logits, and per decoder
+        layer: all_pred_logits `(B, L, Q)`, all_pred_boxes `(B, L, Q, 4)`,
+        all_presence_logits `(B, L, 1)`, reference_boxes `(B, L, Q, 4)`
+        (cxcywh input boxes of each layer).
+
+    Args:
+        vision_encoder, text_encoder, geometry_encoder, detr_encoder,
+        detr_decoder, scoring, mask_decoder: the component layers.
+        image_size: int. Input side in pixels. Defaults to `1008`.
+        dtype: dtype policy for the whole model.
+    """
+
+    def __init__(
+        self,
+        vision_encoder,
+        text_encoder,
+        geometry_encoder,
+        detr_encoder,
+        detr_decoder,
+        scoring,
+        mask_decoder,
+        image_size=1008,
+        dtype=None,
+        **kwargs,
+    ):
+        # === Layers ===
+        self.vision_encoder = vision_encoder
+        self.text_encoder = text_encoder
+        self.geometry_encoder = geometry_encoder
+        self.detr_encoder = detr_encoder
+        self.detr_decoder = detr_decoder
+        self.scoring = scoring
+        self.mask_decoder = mask_decoder
+
+        # === Functional model ===
+        inputs = {
+            "images": keras.Input((image_size, image_size, 3), name="images"),
+            "token_ids": keras.Input((text_encoder.max_sequence_length,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input((text_encoder.max_sequence_length,), dtype="int32", name="padding_mask"),
+            "boxes": keras.Input((None, 4), name="boxes"),
+            "box_labels": keras.Input((None,), dtype="int32", name="box_labels"),
+        }
+        vision = vision_encoder(inputs["images"])
+        text = text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        outputs = prompt_head(
+            self,
+            vision,
+            text["text_features"],
+            text["text_mask"],
+            inputs["boxes"],
+            inputs["box_labels"],
+        )
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+
+    def get_config(self):
+        config = super().get_config()
+        config["image_size"] = self.image_size
+        for name in _COMPONENTS:
+            config[name] = keras.layers.serialize(getattr(self, name))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in _COMPONENTS:
+            if isinstance(config.get(name), dict):
+                config[name] = keras.layers.deserialize(config[name])
+        return super().from_config(config)

@@ -1,0 +1,143 @@
+"""`SAM3MaskDecoder`: instance and semantic masks from the pixel decoder."""
+
+import keras
+from keras import ops
+
+from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.mlp import StackedMLP
+
+
+def upsample_nearest(x, size):
+    """Nearest-neighbour upsampling of `(B, h, w, C)` by an integer factor."""
+    _, h, w, _ = x.shape
+    fy, fx = size[0] // h, size[1] // w
+    if fy * h != size[0] or fx * w != size[1]:
+        raise ValueError(f"Cannot upsample {(h, w)} to {tuple(size)} by an integer factor.")
+    return ops.repeat(ops.repeat(x, fy, axis=1), fx, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class SAM3MaskDecoder(keras.layers.Layer):
+    """Mask head of SAM 3 (Meta's `UniversalSegmentationHead`).
+
+    The encoder memory first cross-attends to the prompt (pre-norm, one
+    residual). A pixel decoder then walks up the FPN from the memory (which
+    replaces the coarsest level): nearest 2x upsampling, add the skip level,
+    3x3 conv, GroupNorm(8), ReLU. Instance masks are dot products of an MLP
+    of each query with a 1x1 projection of the pixel embedding; the semantic
+    mask is a 1x1 conv of it.
+
+    The reference's third pixel-decoder stage (`conv_layers.2`, `norms.2`)
+    is never called there or in Meta's code and is not built here.
+
+    Args:
+        hidden_dim: int. Defaults to `256`.
+        num_heads: int. Defaults to `8`.
+        num_upsampling_stages: int. Stages actually applied: one per skip
+            level. Defaults to `2`.
+        layer_norm_epsilon: float. Defaults to `1e-5`.
+        dropout_rate: float. Defaults to `0.0` (as the reference).
+
+    Call arguments:
+        queries: `(B, Q, D)` last-layer decoder queries.
+        memory: `(B, H, W, D)` DETR encoder output on its grid.
+        skips: list of `(B, H_i, W_i, D)` finer FPN levels, finest first
+            (levels 0 and 1).
+        prompt: `(B, L, D)`, prompt_mask: bool `(B, L)`.
+
+    Returns:
+        A dict: `pred_masks` `(B, Q, H_0, W_0)` logits and `semantic_seg`
+        `(B, H_0, W_0, 1)` logits.
+    """
+
+    def __init__(
+        self,
+        hidden_dim=256,
+        num_heads=8,
+        num_upsampling_stages=2,
+        layer_norm_epsilon=1e-5,
+        dropout_rate=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.num_upsampling_stages = num_upsampling_stages
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.dropout_rate = dropout_rate
+        policy = self.dtype_policy
+        d = hidden_dim
+        self.conv_layers = [
+            keras.layers.Conv2D(d, 3, padding="same", dtype=policy, name=f"conv_layers_{i}")
+            for i in range(num_upsampling_stages)
+        ]
+        self.norms = [
+            keras.layers.GroupNormalization(8, epsilon=1e-5, dtype=policy, name=f"norms_{i}")
+            for i in range(num_upsampling_stages)
+        ]
+        self.mask_embedder = StackedMLP(
+            d,
+            d,
+            num_layers=3,
+            layer_names=["layers_0", "layers_1", "layers_2"],
+            dtype=policy,
+            name="mask_embedder",
+        )
+        self.instance_projection = keras.layers.Conv2D(d, 1, dtype=policy, name="instance_projection")
+        self.semantic_projection = keras.layers.Conv2D(1, 1, dtype=policy, name="semantic_projection")
+        self.prompt_cross_attn = Attention(d, num_heads, dtype=policy, name="prompt_cross_attn")
+        self.prompt_cross_attn_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="prompt_cross_attn_norm"
+        )
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
+
+    def build(self, *args, **kwargs):
+        d = self.hidden_dim
+        maps = (None, None, None, d)
+        for layer in self.conv_layers + self.norms:
+            layer.build(maps)
+        self.mask_embedder.build((None, None, d))
+        self.instance_projection.build(maps)
+        self.semantic_projection.build(maps)
+        self.prompt_cross_attn.build((None, None, d), (None, None, d))
+        self.prompt_cross_attn_norm.build((None, None, d))
+        self.built = True
+
+    def call(self, queries, memory, skips, prompt, prompt_mask, training=None):
+        if len(skips) != self.num_upsampling_stages:
+            raise ValueError(
+                f"Expected {self.num_upsampling_stages} skip levels, got {len(skips)}."
+            )
+        _, height, width, d = memory.shape
+        memory = ops.reshape(memory, (-1, height * width, d))  # (B, N, D)
+        y = self.prompt_cross_attn(
+            self.prompt_cross_attn_norm(memory),
+            prompt,
+            prompt,
+            attention_mask=prompt_mask[:, None, None, :],
+        )
+        memory = memory + self.dropout(y, training=training)
+
+        # (B, N, D) -> (B, H, W, D)
+        x = ops.reshape(memory, (-1, height, width, d))
+        for conv, norm, skip in zip(self.conv_layers, self.norms, reversed(skips)):
+            x = upsample_nearest(x, skip.shape[1:3]) + skip
+            x = ops.relu(norm(conv(x)))
+
+        instance = self.instance_projection(x)  # (B, H0, W0, D)
+        embeddings = self.mask_embedder(queries)  # (B, Q, D)
+        pred_masks = ops.einsum("bqc,bhwc->bqhw", embeddings, instance)
+        return {"pred_masks": pred_masks, "semantic_seg": self.semantic_projection(x)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "num_upsampling_stages": self.num_upsampling_stages,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "dropout_rate": self.dropout_rate,
+            }
+        )
+        return config

@@ -1,0 +1,138 @@
+"""The whole concept-segmentation model against the reference `Sam3Model`.
+
+A tiny random reference is saved with `save_pretrained`, converted with our
+converter, and both run the same prompts. Asserted, float32:
+`max|ours - ref| <= 1e-4 * max(1, max|ref|)` on pred_logits, pred_boxes,
+presence_logits, semantic_seg and pred_masks.
+
+Text-only prompts: by default we follow Meta (the geometry encoder always
+adds its CLS token), which the reference reproduces when given one padding
+box; `cls_without_boxes=False` follows the reference's own text-only path.
+"""
+
+import numpy as np
+import pytest
+
+from keras_sam3.convert.hf_to_keras import convert_backbone
+from tests.parity import reference as ref_lib
+from tests.parity.reference import torch
+from tests.parity.roi_align_reference import install_in_reference
+
+TOL = 1e-4
+SIZE = 112
+OUTPUTS = ("pred_logits", "pred_boxes", "presence_logits", "semantic_seg", "pred_masks")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    install_in_reference()
+    model = ref_lib.make_reference_model(ref_lib.tiny_sam3_config(SIZE), seed=3)
+    directory = ref_lib.save_reference(model, tmp_path_factory.mktemp("sam3_full"))
+    ours, report = convert_backbone(directory)
+    ours_reference_mode, _ = convert_backbone(directory, cls_without_boxes=False)
+    return model, ours, ours_reference_mode, report
+
+
+def _inputs(batch, lengths, boxes, labels, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (batch, SIZE, SIZE, 3)).astype("float32")
+    ids = rng.integers(0, ref_lib.TEXT_VOCAB - 2, (batch, 32)).astype("int32")
+    mask = np.zeros((batch, 32), "int32")
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+        ids[row, length:] = ref_lib.TEXT_PAD_ID
+    return {
+        "images": images,
+        "token_ids": ids,
+        "padding_mask": mask,
+        "boxes": np.asarray(boxes, "float32").reshape(batch, -1, 4),
+        "box_labels": np.asarray(labels, "int32").reshape(batch, -1),
+    }
+
+
+def _reference(model, inputs, with_boxes=True):
+    kwargs = {}
+    if with_boxes:
+        kwargs["input_boxes"] = torch.from_numpy(inputs["boxes"])
+        kwargs["input_boxes_labels"] = torch.from_numpy(inputs["box_labels"]).long()
+    with torch.no_grad():
+        out = model(
+            pixel_values=torch.from_numpy(inputs["images"].transpose(0, 3, 1, 2).copy()),
+            input_ids=torch.from_numpy(inputs["token_ids"]).long(),
+            attention_mask=torch.from_numpy(inputs["padding_mask"]).long(),
+            **kwargs,
+        )
+    return {
+        "pred_logits": ref_lib.to_numpy(out.pred_logits),
+        "pred_boxes": ref_lib.to_numpy(out.pred_boxes),
+        "presence_logits": ref_lib.to_numpy(out.presence_logits),
+        "semantic_seg": ref_lib.nchw_to_nhwc(out.semantic_seg),
+        "pred_masks": ref_lib.to_numpy(out.pred_masks),
+    }
+
+
+def _run(model, inputs):
+    # Compiled (jit / tf.function), as users run it; eager JAX dispatch is slow.
+    return {k: np.asarray(v) for k, v in model.predict_on_batch(inputs).items()}
+
+
+def _check(ours_model, inputs, expected):
+    ours = _run(ours_model, inputs)
+    for name in OUTPUTS:
+        ref_lib.assert_close(ours[name], expected[name], TOL, name)
+    return ours
+
+
+def test_every_checkpoint_tensor_is_accounted_for(models):
+    *_, report = models
+    assert len(report.loaded) > 0
+    ignored = [key for keys in report.ignored.values() for key in keys]
+    assert ignored == [] or all(
+        "text_projection" in k or "pixel_decoder" in k for k in ignored
+    ), ignored
+    assert any("pixel_decoder.conv_layers.2" in k for k in ignored)
+
+
+def test_text_only_meta_default_equals_reference_with_a_padding_box(models):
+    model, ours, _, _ = models
+    inputs = _inputs(2, [5, 9], [[-10, -10, 0, 0]] * 2, [-10, -10])
+    _check(ours, inputs, _reference(model, inputs))
+
+
+def test_text_only_reference_mode(models):
+    model, _, ours_reference_mode, _ = models
+    inputs = _inputs(2, [5, 32], np.zeros((2, 0, 4)), np.zeros((2, 0)))
+    _check(ours_reference_mode, inputs, _reference(model, inputs, with_boxes=False))
+
+
+def test_meta_and_reference_text_only_differ(models):
+    _, ours, ours_reference_mode, _ = models
+    inputs = _inputs(1, [5], np.zeros((1, 0, 4)), np.zeros((1, 0)))
+    a = _run(ours, inputs)["pred_logits"]
+    b = _run(ours_reference_mode, inputs)["pred_logits"]
+    assert np.abs(a - b).max() > 1e-2 * np.abs(a).max()
+
+
+def test_text_with_positive_and_negative_boxes(models):
+    model, ours, _, _ = models
+    boxes = [[0.5, 0.5, 0.4, 0.3], [0.2, 0.7, 0.1, 0.2], [0.8, 0.25, 0.3, 0.45]]
+    inputs = _inputs(1, [7], boxes, [1, 0, 1], seed=1)
+    _check(ours, inputs, _reference(model, inputs))
+
+
+def test_boxes_only(models):
+    # With no text the processor prompts "visual": a short sequence.
+    model, ours, _, _ = models
+    inputs = _inputs(1, [3], [[0.4, 0.6, 0.5, 0.5]], [1], seed=2)
+    _check(ours, inputs, _reference(model, inputs))
+
+
+def test_batch_with_different_prompts_and_box_counts(models):
+    model, ours, _, _ = models
+    boxes = [
+        [[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.1], [0.5, 0.5, 1.0, 1.0]],
+        [[0.7, 0.2, 0.2, 0.3], [-10, -10, 0, 0], [-10, -10, 0, 0]],
+    ]
+    labels = [[1, 0, 1], [0, -10, -10]]
+    inputs = _inputs(2, [4, 11], boxes, labels, seed=3)
+    _check(ours, inputs, _reference(model, inputs))
