@@ -13,7 +13,10 @@ def upsample_nearest(x, size):
     fy, fx = size[0] // h, size[1] // w
     if fy * h != size[0] or fx * w != size[1]:
         raise ValueError(f"Cannot upsample {(h, w)} to {tuple(size)} by an integer factor.")
-    return ops.repeat(ops.repeat(x, fy, axis=1), fx, axis=2)
+    channels = x.shape[-1]
+    # (B, h, w, C) -> (B, h, fy, w, fx, C) -> (B, h * fy, w * fx, C)
+    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, fy, w, fx, channels))
+    return ops.reshape(x, (-1, h * fy, w * fx, channels))
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")

@@ -126,3 +126,36 @@ def assert_close(ours, ref, rtol_scale, name):
         f"(max|ref| = {np.abs(ref).max():.3e})"
     )
     return error
+
+
+def tiny_sam3_video_config(image_size=112):
+    """A small `Sam3VideoConfig`: saved, it has exactly the `facebook/sam3`
+    layout (`detector_model.`, `tracker_model.`, `tracker_neck.`)."""
+    detector = tiny_sam3_config(image_size)
+    return transformers.Sam3VideoConfig(
+        detector_config=detector.to_dict(),
+        tracker_config=dict(
+            vision_config=detector.vision_config.to_dict(),
+            prompt_encoder_config=dict(hidden_size=16, image_size=image_size, patch_size=14),
+            mask_decoder_config=dict(
+                hidden_size=16, mlp_dim=32, num_attention_heads=2, iou_head_hidden_dim=16
+            ),
+            memory_attention_hidden_size=16,
+            memory_attention_num_layers=1,
+            memory_attention_feed_forward_hidden_size=32,
+            memory_encoder_hidden_size=16,
+            memory_encoder_output_channels=8,
+            mask_downsampler_embed_dim=16,
+            memory_fuser_embed_dim=16,
+            memory_fuser_intermediate_dim=32,
+        ),
+    )
+
+
+def make_reference_video_checkpoint(directory, image_size=112, seed=0):
+    """Saves a tiny `Sam3VideoModel` (the full facebook/sam3 layout) and
+    returns the directory."""
+    torch.manual_seed(seed)
+    model = transformers.Sam3VideoModel(tiny_sam3_video_config(image_size)).eval()
+    perturb_constant_parameters(model, seed=seed)
+    return save_reference(model, directory)

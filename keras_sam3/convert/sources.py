@@ -1,0 +1,30 @@
+"""Where a Hugging Face checkpoint comes from: a local directory or `hf://`."""
+
+import os
+
+HF_SCHEME = "hf://"
+
+
+def resolve_checkpoint(source, revision=None):
+    """Local directory of a Hugging Face SAM 3 checkpoint.
+
+    Args:
+        source: a local directory, or `hf://owner/name` (downloaded with
+            `huggingface_hub`; only `*.json` and `*.safetensors` files, never
+            pickled weights).
+        revision: optional branch, tag or commit for `hf://` sources.
+    """
+    if source.startswith(HF_SCHEME):
+        try:
+            import huggingface_hub
+        except ImportError as e:
+            raise ImportError(
+                f"Loading {source} needs `huggingface_hub` (pip install huggingface_hub)."
+            ) from e
+        repo_id = source[len(HF_SCHEME) :].strip("/")
+        return huggingface_hub.snapshot_download(
+            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors"]
+        )
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"{source!r} is neither a directory nor an hf:// id.")
+    return source
