@@ -19,15 +19,24 @@ class HFCheckpoint:
     """
 
     def __init__(self, directory):
-        self.directory = directory
         config_path = os.path.join(directory, "config.json")
         if not os.path.exists(config_path):
             raise FileNotFoundError(f"No config.json in {directory!r}.")
         with open(config_path) as f:
             config = json.load(f)
+        self._set(config, read_checkpoint_tensors(directory))
+
+    @classmethod
+    def from_state(cls, config, tensors):
+        """From a config dict and `{key: numpy array}` already in memory (a
+        reference model's `state_dict`), without writing files."""
+        checkpoint = cls.__new__(cls)
+        checkpoint._set(config, tensors)
+        return checkpoint
+
+    def _set(self, config, raw):
         self.full_config = config
         self.config = config.get("detector_config") or config
-        raw = read_checkpoint_tensors(directory)
         prefixed = any(k.startswith(DETECTOR_PREFIX) for k in raw)
         self.tensors, self.other_tensors = {}, {}
         for key, value in raw.items():

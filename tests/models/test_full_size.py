@@ -36,13 +36,6 @@ NOT_BUILT = 524_288 + 590_592  # CLIP's unused text_projection; pixel-decoder st
 REFERENCE_TOTAL = 840_376_374
 
 
-class _DefaultCheckpoint(HFCheckpoint):
-    """The default config, without reading a file."""
-
-    def __init__(self):
-        self.config = {}
-
-
 def _file_layout():
     layout = {}
     with open(KEYS_FILE) as f:
@@ -56,7 +49,7 @@ def _file_layout():
 
 @pytest.fixture(scope="module")
 def backbone():
-    return build_backbone(_DefaultCheckpoint())
+    return build_backbone(HFCheckpoint.from_state({}, {}))  # the default config
 
 
 @pytest.mark.full_size

@@ -1,0 +1,81 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sam3 import SAM3Backbone
+from tests.models.tiny import tiny_backbone
+from tests.models.tiny import tiny_inputs
+
+EXPECTED_SHAPES = {
+    "pred_logits": (2, 5),
+    "pred_boxes": (2, 5, 4),
+    "pred_masks": (2, 5, 32, 32),
+    "presence_logits": (2, 1),
+    "semantic_seg": (2, 32, 32, 1),
+    "all_pred_logits": (2, 2, 5),
+    "all_pred_boxes": (2, 2, 5, 4),
+    "all_presence_logits": (2, 2, 1),
+    "reference_boxes": (2, 2, 5, 4),
+}
+
+
+def test_output_shapes_and_ranges():
+    out = tiny_backbone().predict_on_batch(tiny_inputs())
+    assert {k: tuple(v.shape) for k, v in out.items()} == EXPECTED_SHAPES
+    assert np.all(np.abs(out["pred_logits"]) <= 12.0)
+    assert np.all(np.abs(out["presence_logits"]) <= 10.0)
+    np.testing.assert_allclose(out["all_pred_logits"][:, -1], out["pred_logits"])
+    # The first layer's input boxes are sigmoid(reference_points): in (0, 1).
+    assert np.all((out["reference_boxes"] > 0) & (out["reference_boxes"] < 1))
+
+
+@pytest.mark.parametrize("num_boxes", [0, 3])
+def test_any_number_of_boxes(num_boxes):
+    out = tiny_backbone().predict_on_batch(tiny_inputs(num_boxes=num_boxes))
+    assert out["pred_masks"].shape == (2, 5, 32, 32)
+    assert np.all(np.isfinite(out["pred_masks"]))
+
+
+def test_padding_boxes_change_nothing():
+    model = tiny_backbone()
+    inputs = tiny_inputs(batch=1, num_boxes=1)
+    inputs["box_labels"][:] = 1
+    padded = dict(inputs)
+    padded["boxes"] = np.concatenate([inputs["boxes"], np.full((1, 2, 4), -10.0, "float32")], 1)
+    padded["box_labels"] = np.concatenate([inputs["box_labels"], np.full((1, 2), -10, "int32")], 1)
+    a, b = model.predict_on_batch(inputs), model.predict_on_batch(padded)
+    for name in ("pred_logits", "pred_boxes", "pred_masks"):
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
+
+
+def test_config_round_trip_and_weights(tmp_path):
+    model = tiny_backbone(cls_without_boxes=False)
+    inputs = tiny_inputs()
+    expected = model.predict_on_batch(inputs)
+    clone = SAM3Backbone.from_config(model.get_config())
+    assert clone.geometry_encoder.cls_without_boxes is False
+    path = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(path)
+    clone.load_weights(path)
+    got = clone.predict_on_batch(inputs)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_saved_model_file_round_trip(tmp_path):
+    model = tiny_backbone()
+    inputs = tiny_inputs()
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, SAM3Backbone)
+    np.testing.assert_array_equal(
+        restored.predict_on_batch(inputs)["pred_masks"], model.predict_on_batch(inputs)["pred_masks"]
+    )
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_runs_in_bfloat16(dtype):
+    out = tiny_backbone(dtype=dtype).predict_on_batch(tiny_inputs())
+    for name, value in out.items():
+        assert np.all(np.isfinite(np.asarray(value, "float32"))), name

@@ -1,0 +1,64 @@
+"""A tiny `SAM3Backbone` built from components, for unit tests."""
+
+import numpy as np
+
+from keras_sam3 import SAM3Backbone
+from keras_sam3 import SAM3DetrDecoder
+from keras_sam3 import SAM3DetrEncoder
+from keras_sam3 import SAM3DotProductScoring
+from keras_sam3 import SAM3GeometryEncoder
+from keras_sam3 import SAM3MaskDecoder
+from keras_sam3 import SAM3TextEncoder
+from keras_sam3 import SAM3VisionEncoder
+
+IMAGE_SIZE = 112
+
+
+def tiny_backbone(dtype=None, cls_without_boxes=True):
+    d = 16
+    small = dict(hidden_dim=d, num_heads=2, intermediate_dim=32)
+    return SAM3Backbone(
+        vision_encoder=SAM3VisionEncoder(
+            hidden_dim=32,
+            intermediate_dim=64,
+            num_layers=2,
+            num_heads=2,
+            pretrain_image_size=56,
+            window_size=4,
+            global_attn_indexes=(1,),
+            fpn_hidden_dim=d,
+            dtype=dtype,
+        ),
+        text_encoder=SAM3TextEncoder(
+            vocabulary_size=100,
+            hidden_dim=32,
+            intermediate_dim=64,
+            num_layers=1,
+            num_heads=2,
+            output_dim=d,
+            dtype=dtype,
+        ),
+        geometry_encoder=SAM3GeometryEncoder(
+            num_layers=1, cls_without_boxes=cls_without_boxes, dtype=dtype, **small
+        ),
+        detr_encoder=SAM3DetrEncoder(num_layers=1, dtype=dtype, **small),
+        detr_decoder=SAM3DetrDecoder(num_layers=2, num_queries=5, dtype=dtype, **small),
+        scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=32, dtype=dtype),
+        mask_decoder=SAM3MaskDecoder(hidden_dim=d, num_heads=2, dtype=dtype),
+        image_size=IMAGE_SIZE,
+        dtype=dtype,
+    )
+
+
+def tiny_inputs(batch=2, num_boxes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, (batch, num_boxes)).astype("int32")
+    if num_boxes:
+        labels[-1, -1] = -10
+    return {
+        "images": rng.uniform(-1, 1, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32"),
+        "token_ids": rng.integers(0, 100, (batch, 32)).astype("int32"),
+        "padding_mask": (np.arange(32) < 7).astype("int32")[None].repeat(batch, 0),
+        "boxes": rng.uniform(0.2, 0.6, (batch, num_boxes, 4)).astype("float32"),
+        "box_labels": labels,
+    }
