@@ -13,6 +13,10 @@ while [ $# -gt 0 ] && [[ "$1" =~ ^(jax|tensorflow|torch)$ ]]; do backends+=("$1"
 # torch first and pinned: the CPU wheel. An unpinned torch pulls the CUDA stack.
 python -m pip install -q "torch==2.13.0" || exit 1
 python -m pip install -q -e ".[test]" || exit 1
+# The real CLIP BPE merges ship inside open_clip_torch's wheel: fetched once
+# here (no dependencies, not installed) so that no test downloads anything.
+ls .cache/wheels/open_clip_torch-3.3.0-*.whl >/dev/null 2>&1 ||
+  python -m pip download -q --no-deps "open_clip_torch==3.3.0" -d .cache/wheels || exit 1
 
 failed=()
 for backend in "${backends[@]}"; do

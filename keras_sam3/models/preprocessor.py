@@ -1,0 +1,131 @@
+"""`SAM3PromptableConceptImageSegmenterPreprocessor`: raw images and prompts
+-> `SAM3Backbone` inputs."""
+
+import numpy as np
+
+from keras_sam3.models.backbone import PAD_LABEL
+from keras_sam3.models.image_converter import SAM3ImageConverter
+
+BOX_ONLY_PROMPT = "visual"  # what the reference (and Meta) prompt when only boxes are given
+
+
+def _per_image(value, count, name):
+    """`None`, one item for every image, or a list of `count` items."""
+    if value is None:
+        return [None] * count
+    if isinstance(value, str):
+        return [value] * count
+    value = list(value)
+    if len(value) != count:
+        raise ValueError(f"Got {count} images but {len(value)} {name}; give one per image.")
+    return value
+
+
+def normalize_boxes(boxes, labels, size):
+    """Pixel xyxy boxes of one image -> normalized cxcywh and int labels.
+
+    Boxes must be finite with `x2 > x1` and `y2 > y1`. Parts outside the
+    image are clipped to it; a box with nothing inside the image is an
+    error. Labels are 1 (positive, the default) or 0 (negative).
+    """
+    height, width = size
+    boxes = np.asarray(boxes, "float64").reshape(-1, 4)
+    if labels is None:
+        labels = np.ones(len(boxes), "int32")
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"Got {len(boxes)} boxes but {len(labels)} box labels.")
+    if not np.all(np.isin(labels, (0, 1))):
+        raise ValueError(f"Box labels must be 1 (positive) or 0 (negative); got {labels.tolist()}.")
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError(f"Boxes must be finite; got {boxes.tolist()}.")
+    if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
+        raise ValueError(
+            f"Boxes are (x1, y1, x2, y2) pixels with x2 > x1 and y2 > y1; got {boxes.tolist()}."
+        )
+    clipped = boxes.copy()
+    clipped[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    clipped[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    if np.any(clipped[:, 2] <= clipped[:, 0]) or np.any(clipped[:, 3] <= clipped[:, 1]):
+        raise ValueError(
+            f"A box lies entirely outside the {width}x{height} image: {boxes.tolist()}."
+        )
+    x1, y1, x2, y2 = (clipped / [width, height, width, height]).T
+    cxcywh = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+    return cxcywh.astype("float32"), labels.astype("int32")
+
+
+def pad_boxes(per_image_boxes, per_image_labels):
+    """Ragged per-image boxes -> `(B, Nb, 4)` and `(B, Nb)` padded with -10."""
+    count = max([len(b) for b in per_image_boxes] + [0])
+    boxes = np.full((len(per_image_boxes), count, 4), float(PAD_LABEL), "float32")
+    boxes[..., 2:] = 0.0  # a padded cxcywh box is (-10, -10, 0, 0), as the reference's
+    labels = np.full((len(per_image_boxes), count), PAD_LABEL, "int32")
+    for i, (b, l) in enumerate(zip(per_image_boxes, per_image_labels)):
+        boxes[i, : len(b)] = b
+        labels[i, : len(l)] = l
+    return boxes, labels
+
+
+class SAM3PromptableConceptImageSegmenterPreprocessor:
+    """Images, text prompts and box prompts -> `SAM3Backbone` inputs.
+
+    Args:
+        tokenizer: `SAM3Tokenizer`.
+        image_converter: `SAM3ImageConverter`. Defaults to a 1008 px one.
+
+    Call arguments:
+        images: one image, a batch or a list (uint8 or float pixel values,
+            PIL images; grayscale and RGBA become RGB).
+        prompts: optional; a string for every image or one per image.
+        boxes: optional; per image, a list of `(x1, y1, x2, y2)` pixel boxes
+            of the original image (possibly empty).
+        box_labels: optional; per image, 1 / 0 per box (default all 1).
+
+    Returns:
+        `(inputs, original_sizes)`: the backbone's input dict and a list of
+        `(height, width)`.
+    """
+
+    def __init__(self, tokenizer, image_converter=None):
+        self.tokenizer = tokenizer
+        self.image_converter = image_converter or SAM3ImageConverter()
+
+    def encode_prompts(self, prompts):
+        for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise TypeError(f"Prompts must be strings; got {prompt!r}.")
+            if not prompt.strip():
+                raise ValueError("A text prompt is empty; give a noun phrase or use boxes only.")
+        return self.tokenizer(list(prompts))
+
+    def encode_boxes(self, boxes, box_labels, sizes):
+        count = len(sizes)
+        boxes = _per_image(boxes, count, "box lists")
+        labels = _per_image(box_labels, count, "box label lists")
+        normalized = [
+            normalize_boxes(b, l, size) if b is not None and len(b) else (np.zeros((0, 4)), np.zeros(0))
+            for b, l, size in zip(boxes, labels, sizes)
+        ]
+        return pad_boxes([n[0] for n in normalized], [n[1] for n in normalized])
+
+    def __call__(self, images, prompts=None, boxes=None, box_labels=None):
+        pixels, sizes = self.image_converter(images)
+        has_boxes = boxes is not None and any(
+            b is not None and len(b) for b in _per_image(boxes, len(sizes), "box lists")
+        )
+        if prompts is None and not has_boxes:
+            raise ValueError("Give a text prompt, boxes, or both: got neither.")
+        if prompts is None:
+            prompts = [BOX_ONLY_PROMPT] * len(sizes)
+        prompts = _per_image(prompts, len(sizes), "prompts")
+        token_ids, padding_mask = self.encode_prompts(prompts)
+        box_array, label_array = self.encode_boxes(boxes, box_labels, sizes)
+        inputs = {
+            "images": pixels,
+            "token_ids": token_ids,
+            "padding_mask": padding_mask,
+            "boxes": box_array,
+            "box_labels": label_array,
+        }
+        return inputs, sizes
