@@ -8,3 +8,4 @@ from keras_sam3.layers.windows import window_partition
 from keras_sam3.layers.windows import window_unpartition
 from keras_sam3.layers.mlp import StackedMLP
 from keras_sam3.layers.transformer import PreNormFusionBlock
+from keras_sam3.layers.group_norm import GroupNormalization

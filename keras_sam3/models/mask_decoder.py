@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.group_norm import GroupNormalization
 from keras_sam3.layers.mlp import StackedMLP
 
 
@@ -75,7 +76,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
             for i in range(num_upsampling_stages)
         ]
         self.norms = [
-            keras.layers.GroupNormalization(8, epsilon=1e-5, dtype=policy, name=f"norms_{i}")
+            GroupNormalization(8, epsilon=1e-5, dtype=policy, name=f"norms_{i}")
             for i in range(num_upsampling_stages)
         ]
         self.mask_embedder = StackedMLP(
