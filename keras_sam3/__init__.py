@@ -11,6 +11,10 @@ from keras_sam3.models import SAM3MaskDecoder
 from keras_sam3.models import SAM3TextEncoder
 from keras_sam3.models import SAM3VisionEncoder
 from keras_sam3.models import SAM3ViT
+from keras_sam3.models.image_converter import SAM3ImageConverter
+from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+from keras_sam3.models.tokenizer import SAM3Tokenizer
 
 __version__ = "0.1.0"
 
@@ -24,6 +28,10 @@ __all__ = [
     "SAM3MaskDecoder",
     "SAM3TextEncoder",
     "SAM3VisionEncoder",
+    "SAM3ImageConverter",
+    "SAM3PromptableConceptImageSegmenter",
+    "SAM3PromptableConceptImageSegmenterPreprocessor",
+    "SAM3Tokenizer",
     "SAM3ViT",
     "convert_backbone",
 ]

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -54,3 +55,30 @@ def sine_encode(values, num_features, temperature=10000):
     pairs = ops.reshape(angles, ops.shape(angles)[:-1] + (num_features // 2, 2))
     encoded = ops.stack([ops.sin(pairs[..., 0]), ops.cos(pairs[..., 1])], axis=-1)
     return ops.reshape(encoded, ops.shape(angles))
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class SinePositionEncoding2D(keras.layers.Layer):
+    """The normalized sine encoding of a `(B, H, W, C)` map's grid, as a
+    `(1, H, W, C)` constant (it depends only on the static shape).
+
+    Args:
+        temperature: int. Defaults to `10000`.
+    """
+
+    def __init__(self, temperature=10000, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = temperature
+
+    def call(self, features):
+        _, height, width, channels = features.shape
+        table = sine_position_encoding_2d(height, width, channels // 2, self.temperature)
+        return ops.cast(ops.convert_to_tensor(table[None]), features.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (1,) + tuple(input_shape)[1:]
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config

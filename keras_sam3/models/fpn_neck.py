@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_sam3.layers.position_encoding import sine_position_encoding_2d
+from keras_sam3.layers.position_encoding import SinePositionEncoding2D
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -133,6 +133,7 @@ class SAM3FPNNeck(keras.layers.Layer):
             )
             for i, s in enumerate(self.scale_factors)
         ]
+        self.position_encoding = SinePositionEncoding2D(dtype=self.dtype_policy, name="position_encoding")
 
     def build(self, input_shape):
         for level in self.fpn_layers:
@@ -143,12 +144,8 @@ class SAM3FPNNeck(keras.layers.Layer):
         outputs = {}
         for i, level in enumerate(self.fpn_layers):
             features = level(x)
-            _, h, w, _ = features.shape
-            pos = sine_position_encoding_2d(h, w, self.hidden_dim // 2)
             outputs[f"fpn_hidden_states_{i}"] = features
-            outputs[f"fpn_position_encoding_{i}"] = ops.cast(
-                ops.convert_to_tensor(pos[None]), features.dtype
-            )
+            outputs[f"fpn_position_encoding_{i}"] = self.position_encoding(features)
         return outputs
 
     def compute_output_shape(self, input_shape):

@@ -5,20 +5,12 @@ from PIL import Image
 from keras_sam3.models.image_converter import SAM3ImageConverter
 from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
 from keras_sam3.models.preprocessor import normalize_boxes
-from keras_sam3.models.tokenizer import SAM3Tokenizer
-from keras_sam3.models.tokenizer import bytes_to_unicode
-
-
-def _toy_tokenizer():
-    # Byte-level vocabulary only (no merges): enough to exercise the plumbing.
-    base = list(bytes_to_unicode().values())
-    tokens = base + [t + "</w>" for t in base] + ["<|startoftext|>", "<|endoftext|>"]
-    return SAM3Tokenizer({t: i for i, t in enumerate(tokens)}, [])
+from tests.models.tiny import toy_tokenizer
 
 
 def _preprocessor(size=28):
     return SAM3PromptableConceptImageSegmenterPreprocessor(
-        _toy_tokenizer(), SAM3ImageConverter(image_size=size)
+        toy_tokenizer(), SAM3ImageConverter(image_size=size)
     )
 
 

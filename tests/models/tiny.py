@@ -14,7 +14,7 @@ from keras_sam3 import SAM3VisionEncoder
 IMAGE_SIZE = 112
 
 
-def tiny_backbone(dtype=None, cls_without_boxes=True):
+def tiny_backbone(dtype=None, cls_without_boxes=True, vocabulary_size=100):
     d = 16
     small = dict(hidden_dim=d, num_heads=2, intermediate_dim=32)
     return SAM3Backbone(
@@ -30,7 +30,7 @@ def tiny_backbone(dtype=None, cls_without_boxes=True):
             dtype=dtype,
         ),
         text_encoder=SAM3TextEncoder(
-            vocabulary_size=100,
+            vocabulary_size=vocabulary_size,
             hidden_dim=32,
             intermediate_dim=64,
             num_layers=1,
@@ -62,3 +62,25 @@ def tiny_inputs(batch=2, num_boxes=2, seed=0):
         "boxes": rng.uniform(0.2, 0.6, (batch, num_boxes, 4)).astype("float32"),
         "box_labels": labels,
     }
+
+
+def toy_tokenizer():
+    """A byte-level CLIP-style tokenizer without merges (514 ids)."""
+    from keras_sam3.models.tokenizer import SAM3Tokenizer
+    from keras_sam3.models.tokenizer import bytes_to_unicode
+
+    base = list(bytes_to_unicode().values())
+    tokens = base + [t + "</w>" for t in base] + ["<|startoftext|>", "<|endoftext|>"]
+    return SAM3Tokenizer({t: i for i, t in enumerate(tokens)}, [])
+
+
+def tiny_segmenter(**kwargs):
+    from keras_sam3.models.image_converter import SAM3ImageConverter
+    from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+    from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+
+    backbone = tiny_backbone(vocabulary_size=514, **kwargs)
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(
+        toy_tokenizer(), SAM3ImageConverter(IMAGE_SIZE)
+    )
+    return SAM3PromptableConceptImageSegmenter(backbone=backbone, preprocessor=preprocessor)

@@ -1,0 +1,260 @@
+"""`SAM3PromptableConceptImageSegmenter`: raw images and prompts in, instances out."""
+
+import os
+
+import keras
+import numpy as np
+from keras import ops
+from keras_hub.models import Task
+
+from keras_sam3.models.backbone import prompt_head
+from keras_sam3.ops.masks import post_process_instances
+
+_VISION_KEYS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states_2")
+
+
+def task_outputs(backbone_outputs):
+    """Backbone outputs -> keras-hub's segmenter outputs (same names, shapes)."""
+    scores = ops.sigmoid(backbone_outputs["pred_logits"]) * ops.sigmoid(
+        backbone_outputs["presence_logits"]
+    )
+    return {
+        "scores": scores,  # (B, Q) in [0, 1]
+        "boxes": backbone_outputs["pred_boxes"],  # (B, Q, 4) normalized xyxy
+        "masks": ops.sigmoid(backbone_outputs["pred_masks"]),  # (B, Q, h, w) probabilities
+    }
+
+
+class SAM3ImageEncoding:
+    """Encoded images, to prompt again without re-running the image encoder.
+
+    Attributes:
+        features: dict of arrays, the FPN levels the prompt head reads.
+        original_sizes: list of `(height, width)`.
+    """
+
+    def __init__(self, features, original_sizes):
+        self.features = features
+        self.original_sizes = list(original_sizes)
+
+    def select(self, index, repeat):
+        """Image `index`, repeated `repeat` times along the batch."""
+        if not 0 <= index < len(self.original_sizes):
+            raise IndexError(f"Image {index} of {len(self.original_sizes)} encoded images.")
+        features = {
+            k: np.repeat(np.asarray(v[index : index + 1]), repeat, axis=0)
+            for k, v in self.features.items()
+        }
+        return features, [self.original_sizes[index]] * repeat
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class SAM3PromptableConceptImageSegmenter(Task):
+    """SAM 3 promptable concept segmentation: every instance of a concept.
+
+    A concept is a short noun phrase ("yellow school bus"), box exemplars
+    (positive or negative), or both. Inputs and outputs follow keras-hub's
+    own SAM 3 segmenter, so its users switch by changing an import:
+
+    - `predict({"images", "prompts", "boxes", "box_labels"})` on raw images
+      (any size; boxes in pixel xyxy of each image, labels 1 / 0) returns
+      `scores` `(B, Q)`, `boxes` `(B, Q, 4)` normalized xyxy and `masks`
+      `(B, Q, h, w)` probabilities at the model's mask resolution.
+    - `segment(...)` returns, per image, only the instances above a score
+      threshold with masks at the original size, boxes in pixels and the
+      semantic mask.
+    - `encode(images)` then `segment_encoded(encoding, prompts)` runs any
+      number of prompts on an image with the image encoder run once.
+
+    Args:
+        backbone: `SAM3Backbone`.
+        preprocessor: `SAM3PromptableConceptImageSegmenterPreprocessor`, or
+            None to feed model-ready arrays.
+    """
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        # === Functional model ===
+        inputs = backbone.input
+        super().__init__(inputs=inputs, outputs=task_outputs(backbone(inputs)), **kwargs)
+        self._image_model = None
+        self._prompt_model = None
+
+    def get_config(self):
+        # The preprocessor is host-side Python (its vocabulary travels as preset
+        # assets), so only the backbone is part of the Keras config.
+        return {"backbone": keras.layers.serialize(self.backbone), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, image_size=None, cls_without_boxes=True, dtype=None):
+        """Loads a segmenter from any source.
+
+        Args:
+            preset: a registered name (`keras_sam3.presets.list_presets()`), a
+                local Keras preset directory, an `hf://` or `kaggle://` Keras
+                preset, or a Hugging Face SAM 3 checkpoint (a local directory
+                or `hf://`, e.g. `hf://facebook/sam3`) converted on the fly.
+            image_size: int, optional. Input side, for converted checkpoints
+                (defaults to the checkpoint's).
+            cls_without_boxes: bool. Meta's (True) or the reference's (False)
+                text-only behaviour, for converted checkpoints.
+            dtype: optional dtype policy.
+        """
+        from keras_sam3.models.image_converter import SAM3ImageConverter
+        from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+        from keras_sam3.presets import load_backbone_and_tokenizer
+
+        backbone, tokenizer = load_backbone_and_tokenizer(preset, image_size, cls_without_boxes, dtype)
+        preprocessor = None
+        if tokenizer is not None:
+            preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(
+                tokenizer, SAM3ImageConverter(backbone.image_size)
+            )
+        return cls(backbone=backbone, preprocessor=preprocessor)
+
+    def save_to_preset(self, preset_dir, max_shard_size=10):
+        """Saves the backbone and the tokenizer's vocabulary as a Keras preset."""
+        from keras_sam3.presets import TOKENIZER_ASSETS
+
+        self.backbone.save_to_preset(preset_dir, max_shard_size=max_shard_size)
+        if self.preprocessor is not None:
+            self.preprocessor.tokenizer.save_assets(os.path.join(preset_dir, TOKENIZER_ASSETS))
+
+    # --- raw inputs -------------------------------------------------------
+    def _require_preprocessor(self):
+        if self.preprocessor is None:
+            raise ValueError(
+                "This segmenter has no preprocessor: give model-ready arrays, or "
+                "attach a SAM3PromptableConceptImageSegmenterPreprocessor."
+            )
+        return self.preprocessor
+
+    def _prepare(self, x):
+        if isinstance(x, dict) and "token_ids" in x:
+            return x, None
+        if not isinstance(x, dict) or "images" not in x:
+            raise ValueError(
+                "Inputs are a dict with 'images' and at least one of 'prompts' or "
+                f"'boxes'; got {type(x).__name__}."
+            )
+        unknown = set(x) - {"images", "prompts", "boxes", "box_labels"}
+        if unknown:
+            raise ValueError(f"Unknown input keys {sorted(unknown)}.")
+        return self._require_preprocessor()(
+            x["images"], x.get("prompts"), x.get("boxes"), x.get("box_labels")
+        )
+
+    def preprocess_samples(self, x, y=None, sample_weight=None):
+        # Preprocessing runs on the host before Keras sees the data (see
+        # `predict`), never inside keras-hub's tf.data pipeline.
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        inputs, _ = self._prepare(x)
+        return super().predict(inputs, batch_size=batch_size, **kwargs)
+
+    def segment(
+        self, images, prompts=None, boxes=None, box_labels=None, threshold=0.5, mask_threshold=0.5
+    ):
+        """Instances per image, at the original image size.
+
+        Args:
+            images: one image, a batch or a list (any sizes).
+            prompts: a string for all images, or one per image.
+            boxes, box_labels: per image, pixel xyxy boxes and 1 / 0 labels.
+            threshold: float. Minimum `sigmoid(logit) * sigmoid(presence)`.
+                Defaults to `0.5` (Meta's; the transformers processor uses 0.3).
+            mask_threshold: float. Defaults to `0.5`.
+
+        Returns:
+            A list (one per image) of dicts: `scores` `(K,)`, `boxes` `(K, 4)`
+            pixel xyxy, `masks` bool `(K, H, W)`, `indices` `(K,)` query
+            indices and `semantic_mask` bool `(H, W)`.
+        """
+        inputs, sizes = self._require_preprocessor()(images, prompts, boxes, box_labels)
+        outputs = self.backbone.predict_on_batch(inputs)
+        return post_process_instances(outputs, sizes, threshold, mask_threshold)
+
+    # --- one image encoding, many prompts --------------------------------
+    def _build_split_models(self):
+        backbone = self.backbone
+        size = backbone.image_size
+        images = keras.Input((size, size, 3), name="images")
+        vision = backbone.vision_encoder(images)
+        self._image_model = keras.Model(images, {k: vision[k] for k in _VISION_KEYS})
+
+        features = {
+            k: keras.Input(tuple(v.shape[1:]), name=k) for k, v in self._image_model.output.items()
+        }
+        prompts = {
+            k: keras.Input(tuple(v.shape[1:]), dtype=v.dtype, name=k)
+            for k, v in backbone.input.items()
+            if k != "images"
+        }
+        text = backbone.text_encoder(prompts["token_ids"], prompts["padding_mask"])
+        vision = dict(features)
+        vision["fpn_position_encoding_2"] = backbone.vision_encoder.neck.position_encoding(
+            features["fpn_hidden_states_2"]
+        )
+        outputs = prompt_head(
+            backbone, vision, text["text_features"], text["text_mask"], prompts["boxes"], prompts["box_labels"]
+        )
+        self._prompt_model = keras.Model({**features, **prompts}, outputs)
+
+    def encode(self, images):
+        """Runs the image encoder once; returns a `SAM3ImageEncoding`."""
+        if self._image_model is None:
+            self._build_split_models()
+        pixels, sizes = self._require_preprocessor().image_converter(images)
+        features = self._image_model.predict_on_batch(pixels)
+        return SAM3ImageEncoding({k: np.asarray(v) for k, v in features.items()}, sizes)
+
+    def segment_encoded(
+        self,
+        encoding,
+        prompts=None,
+        boxes=None,
+        box_labels=None,
+        image_index=0,
+        threshold=0.5,
+        mask_threshold=0.5,
+    ):
+        """Several prompts on one encoded image, in one batched call.
+
+        `prompts` is a list of strings (and/or `boxes` a list of box lists),
+        one entry per concept; results come back in the same order, each as
+        `segment()` returns them. The image encoder does not run again.
+        """
+        if self._prompt_model is None:
+            self._build_split_models()
+        preprocessor = self._require_preprocessor()
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        count = len(prompts) if prompts is not None else len(boxes or [])
+        if count == 0:
+            raise ValueError("Give a text prompt, boxes, or both: got neither.")
+        features, sizes = encoding.select(image_index, count)
+        if prompts is None:
+            prompts = ["visual"] * count
+        token_ids, padding_mask = preprocessor.encode_prompts(prompts)
+        box_array, label_array = preprocessor.encode_boxes(boxes, box_labels, sizes)
+        outputs = self._prompt_model.predict_on_batch(
+            {
+                **features,
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+                "boxes": box_array,
+                "box_labels": label_array,
+            }
+        )
+        return post_process_instances(outputs, sizes, threshold, mask_threshold)
+

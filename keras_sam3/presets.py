@@ -1,0 +1,70 @@
+"""Registered presets and loading from every source.
+
+Preset definitions are the JSON files of the repository's `presets/` folder:
+a name, a `source` (an `hf://` or `kaggle://` handle, a Keras preset or a
+Hugging Face checkpoint) and the model's parameter count.
+"""
+
+import glob
+import json
+import os
+
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")
+TOKENIZER_ASSETS = "assets/tokenizer"
+
+
+def list_presets():
+    """`{name: definition}` of the registered presets."""
+    presets = {}
+    for path in sorted(glob.glob(os.path.join(PRESETS_DIR, "*.json"))):
+        with open(path) as f:
+            definition = json.load(f)
+        presets[definition["name"]] = definition
+    return presets
+
+
+def resolve_preset_name(preset):
+    """A registered name's source; anything else unchanged."""
+    presets = list_presets()
+    return presets[preset]["source"] if preset in presets else preset
+
+
+def _is_keras_preset(preset):
+    from keras_hub.src.utils.preset_utils import check_file_exists
+
+    return check_file_exists(preset, "metadata.json")
+
+
+def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True, dtype=None):
+    """`(SAM3Backbone, SAM3Tokenizer or None)` from any supported source."""
+    from keras_hub.src.utils.preset_utils import get_file
+
+    from keras_sam3.convert.hf_to_keras import convert_backbone
+    from keras_sam3.convert.sources import resolve_checkpoint
+    from keras_sam3.models.backbone import SAM3Backbone
+    from keras_sam3.models.tokenizer import SAM3Tokenizer
+
+    preset = resolve_preset_name(preset)
+    if not preset.startswith(("hf://", "kaggle://")) and not os.path.isdir(preset):
+        raise ValueError(
+            f"Unknown preset {preset!r}: not one of {sorted(list_presets())}, a directory, "
+            "or an hf:// / kaggle:// handle."
+        )
+    if _is_keras_preset(preset):
+        backbone = SAM3Backbone.from_preset(preset, **({} if dtype is None else {"dtype": dtype}))
+        if image_size is not None and image_size != backbone.image_size:
+            raise ValueError(
+                f"The Keras preset {preset!r} is built for {backbone.image_size} px; convert "
+                "the Hugging Face checkpoint to use another size."
+            )
+        tokenizer = SAM3Tokenizer(
+            get_file(preset, f"{TOKENIZER_ASSETS}/vocab.json"),
+            get_file(preset, f"{TOKENIZER_ASSETS}/merges.txt"),
+        )
+        return backbone, tokenizer
+    directory = resolve_checkpoint(preset)
+    backbone, _ = convert_backbone(directory, image_size, cls_without_boxes, dtype)
+    tokenizer = None
+    if os.path.exists(os.path.join(directory, "vocab.json")):
+        tokenizer = SAM3Tokenizer.from_directory(directory)
+    return backbone, tokenizer

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+from tests.models.tiny import tiny_segmenter
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return tiny_segmenter()
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (60, 90, 3)).astype("uint8"), rng.integers(0, 256, (40, 40, 3)).astype("uint8")]
+
+
+def test_predict_on_raw_inputs_has_keras_hub_outputs(segmenter):
+    out = segmenter.predict(
+        {
+            "images": _images(),
+            "prompts": ["red circle", "blue square"],
+            "boxes": [[[10, 10, 50, 40]], []],
+            "box_labels": [[1], []],
+        },
+        verbose=0,
+    )
+    assert out["scores"].shape == (2, 5)
+    assert out["boxes"].shape == (2, 5, 4)
+    assert out["masks"].shape == (2, 5, 32, 32)
+    assert np.all((out["scores"] >= 0) & (out["scores"] <= 1))
+    assert np.all((out["masks"] >= 0) & (out["masks"] <= 1))
+
+
+def test_segment_returns_instances_at_the_original_size(segmenter):
+    results = segmenter.segment(_images(), prompts=["a", "b"], threshold=0.0)
+    assert len(results) == 2
+    first, second = results
+    assert first["masks"].shape == (5, 60, 90) and first["masks"].dtype == bool
+    assert second["masks"].shape == (5, 40, 40)
+    assert first["semantic_mask"].shape == (60, 90)
+    assert first["boxes"].shape == (5, 4)
+    # No instance passes a threshold of 1.
+    assert len(segmenter.segment(_images(), prompts="a", threshold=1.0)[0]["scores"]) == 0
+
+
+def test_one_encoding_many_prompts_equals_one_prompt_at_a_time(segmenter):
+    image = _images()[0]
+    prompts = ["red circle", "dog", "the large blue square"]
+    boxes = [[[5, 5, 40, 30]], [], [[10, 20, 80, 50], [0, 0, 20, 20]]]
+    labels = [[1], [], [1, 0]]
+    encoding = segmenter.encode(image)
+    together = segmenter.segment_encoded(encoding, prompts, boxes, labels, threshold=0.0)
+    assert len(together) == 3
+    for prompt, box, label, result in zip(prompts, boxes, labels, together):
+        alone = segmenter.segment(image, prompts=[prompt], boxes=[box], box_labels=[label], threshold=0.0)[0]
+        np.testing.assert_allclose(result["scores"], alone["scores"], atol=1e-5)
+        np.testing.assert_allclose(result["boxes"], alone["boxes"], atol=1e-3)
+        assert np.mean(result["masks"] != alone["masks"]) < 1e-3
+
+
+def test_neither_text_nor_boxes_is_an_error(segmenter):
+    with pytest.raises(ValueError, match="got neither"):
+        segmenter.predict({"images": _images()[0]}, verbose=0)
+    with pytest.raises(ValueError, match="Unknown input keys"):
+        segmenter.predict({"images": _images()[0], "prompt": "a"}, verbose=0)
+
+
+def test_preset_round_trip(segmenter, tmp_path):
+    segmenter.save_to_preset(str(tmp_path / "preset"))
+    restored = SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "preset"))
+    a = segmenter.segment(_images(), prompts=["a", "b"], threshold=0.0)
+    b = restored.segment(_images(), prompts=["a", "b"], threshold=0.0)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["scores"], y["scores"])
+        np.testing.assert_array_equal(x["masks"], y["masks"])
