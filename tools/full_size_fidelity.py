@@ -27,7 +27,6 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BACKENDS = ("jax", "tensorflow", "torch")
-OUTPUTS = ("pred_logits", "pred_boxes", "presence_logits", "semantic_seg", "pred_masks")
 
 
 def worker(args):
@@ -41,6 +40,8 @@ def worker(args):
     from keras_sam3.convert.hf_checkpoint import HFCheckpoint
     from keras_sam3.convert.hf_to_keras import build_backbone
     from keras_sam3.convert.hf_to_keras import load_backbone_weights
+    from keras_sam3.convert.verify import OUTPUTS
+    from keras_sam3.convert.verify import run_reference
     from tests.parity.reference import perturb_constant_parameters
 
     try:
@@ -81,14 +82,7 @@ def worker(args):
         "box_labels": np.array([[1, 0]], "int32"),
     }
     start = time.time()
-    with torch.no_grad():
-        expected = reference(
-            pixel_values=torch.from_numpy(inputs["images"].transpose(0, 3, 1, 2).copy()),
-            input_ids=torch.from_numpy(inputs["token_ids"]).long(),
-            attention_mask=torch.from_numpy(inputs["padding_mask"]).long(),
-            input_boxes=torch.from_numpy(inputs["boxes"]),
-            input_boxes_labels=torch.from_numpy(inputs["box_labels"]).long(),
-        )
+    expected = run_reference(reference, inputs)
     reference_s = time.time() - start
     start = time.time()
     ours = backbone.predict_on_batch(inputs)
@@ -96,9 +90,7 @@ def worker(args):
 
     rows = {}
     for name in OUTPUTS:
-        ref = getattr(expected, name).numpy().astype("float64")
-        if name == "semantic_seg":
-            ref = ref.transpose(0, 2, 3, 1)
+        ref = expected[name].astype("float64")
         got = np.asarray(ours[name], dtype="float64")
         rows[name] = {
             "max_abs_diff": float(np.abs(got - ref).max()),

@@ -19,13 +19,37 @@ def _has_torchvision():
     return True
 
 
+def run_reference(model, inputs, with_boxes=True):
+    """Runs a `transformers` `Sam3Model` on `SAM3Backbone`-style numpy inputs.
+
+    Returns our output names and layouts as numpy: `pred_logits`,
+    `pred_boxes`, `presence_logits`, `semantic_seg` (channels last) and
+    `pred_masks`.
+    """
+    import torch
+
+    kwargs = {}
+    if with_boxes:
+        kwargs["input_boxes"] = torch.from_numpy(np.asarray(inputs["boxes"], "float32"))
+        kwargs["input_boxes_labels"] = torch.from_numpy(np.asarray(inputs["box_labels"])).long()
+    with torch.no_grad():
+        out = model(
+            pixel_values=torch.from_numpy(np.ascontiguousarray(np.transpose(inputs["images"], (0, 3, 1, 2)))),
+            input_ids=torch.from_numpy(np.asarray(inputs["token_ids"])).long(),
+            attention_mask=torch.from_numpy(np.asarray(inputs["padding_mask"])).long(),
+            **kwargs,
+        )
+    result = {name: getattr(out, name).detach().float().numpy() for name in OUTPUTS}
+    result["semantic_seg"] = result["semantic_seg"].transpose(0, 2, 3, 1)
+    return result
+
+
 def verify_backbone(backbone, checkpoint_dir, seed=0, tolerance=TOLERANCE):
     """Runs both models on random inputs; returns `{output: (max|diff|, bound)}`.
 
     Raises `AssertionError` naming every output with
     `max|ours - ref| > tolerance * max(1, max|ref|)`.
     """
-    import torch
     import transformers
 
     reference = transformers.Sam3Model.from_pretrained(checkpoint_dir).eval()
@@ -38,33 +62,21 @@ def verify_backbone(backbone, checkpoint_dir, seed=0, tolerance=TOLERANCE):
         "boxes": np.zeros((1, 0, 4), "float32"),
         "box_labels": np.zeros((1, 0), "int32"),
     }
-    kwargs = {}
-    if _has_torchvision() and backbone.geometry_encoder.cls_without_boxes:
+    with_boxes = _has_torchvision() and backbone.geometry_encoder.cls_without_boxes
+    if with_boxes:
         inputs["boxes"] = np.array([[[0.45, 0.5, 0.3, 0.4], [0.7, 0.3, 0.2, 0.2]]], "float32")
         inputs["box_labels"] = np.array([[1, 0]], "int32")
-        kwargs = {
-            "input_boxes": torch.from_numpy(inputs["boxes"]),
-            "input_boxes_labels": torch.from_numpy(inputs["box_labels"]).long(),
-        }
     elif backbone.geometry_encoder.cls_without_boxes:
         raise ValueError(
             "Without torchvision only text prompts can be verified, and they need "
             "a backbone converted with cls_without_boxes=False (the reference's "
             "text-only behaviour)."
         )
-    with torch.no_grad():
-        expected = reference(
-            pixel_values=torch.from_numpy(inputs["images"].transpose(0, 3, 1, 2).copy()),
-            input_ids=torch.from_numpy(inputs["token_ids"]).long(),
-            attention_mask=torch.from_numpy(inputs["padding_mask"]).long(),
-            **kwargs,
-        )
+    expected = run_reference(reference, inputs, with_boxes)
     ours = backbone.predict_on_batch(inputs)
     results, failures = {}, []
     for name in OUTPUTS:
-        ref = getattr(expected, name).numpy()
-        if name == "semantic_seg":
-            ref = ref.transpose(0, 2, 3, 1)
+        ref = expected[name]
         got = np.asarray(ours[name], dtype=np.float64)
         error = float(np.abs(got - ref).max())
         bound = tolerance * max(1.0, float(np.abs(ref).max()))

@@ -73,6 +73,13 @@ class SAM3PromptableConceptImageSegmenter(Task):
     """
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
+        if preprocessor is not None:
+            tokens = preprocessor.tokenizer.vocabulary_size
+            if tokens > backbone.text_encoder.vocabulary_size:
+                raise ValueError(
+                    f"The tokenizer has {tokens} ids but the text encoder embeds "
+                    f"{backbone.text_encoder.vocabulary_size}: they do not belong together."
+                )
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor

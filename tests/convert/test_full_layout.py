@@ -5,8 +5,8 @@ import pytest
 
 from keras_sam3.convert.hf_checkpoint import HFCheckpoint
 from keras_sam3.convert.hf_to_keras import convert_backbone
+from keras_sam3.convert.verify import run_reference
 from tests.parity import reference as ref_lib
-from tests.parity.reference import torch
 from tests.parity.reference import transformers
 from tests.parity.roi_align_reference import install_in_reference
 
@@ -43,17 +43,10 @@ def test_matches_reference_loaded_from_the_same_file(video_checkpoint):
         "boxes": np.array([[[0.4, 0.5, 0.3, 0.2]]], "float32"),
         "box_labels": np.array([[1]], "int32"),
     }
-    with torch.no_grad():
-        expected = reference(
-            pixel_values=torch.from_numpy(inputs["images"].transpose(0, 3, 1, 2).copy()),
-            input_ids=torch.from_numpy(inputs["token_ids"]).long(),
-            attention_mask=torch.from_numpy(inputs["padding_mask"]).long(),
-            input_boxes=torch.from_numpy(inputs["boxes"]),
-            input_boxes_labels=torch.from_numpy(inputs["box_labels"]).long(),
-        )
+    expected = run_reference(reference, inputs)
     ours = backbone.predict_on_batch(inputs)
     for name in ("pred_logits", "pred_boxes", "pred_masks"):
-        ref_lib.assert_close(np.asarray(ours[name]), ref_lib.to_numpy(getattr(expected, name)), 1e-4, name)
+        ref_lib.assert_close(np.asarray(ours[name]), expected[name], 1e-4, name)
 
 
 def test_unexpected_tensor_is_named(tmp_path, video_checkpoint):

@@ -19,6 +19,7 @@ from keras_sam3.convert.hf_to_keras import BACKBONE_COMPONENTS
 from keras_sam3.convert.hf_to_keras import build_backbone
 from keras_sam3.convert.hf_to_keras import ignore_reason
 from keras_sam3.convert.rename import weight_map
+from keras_sam3.presets import list_presets
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "..", "data", "facebook_sam3_checkpoint_keys.txt")
 
@@ -57,6 +58,9 @@ def test_parameter_counts_equal_the_reference(backbone):
     for name, expected in REFERENCE_PARAMS.items():
         assert getattr(backbone, name).count_params() == expected, name
     assert backbone.count_params() == REFERENCE_TOTAL - NOT_BUILT
+    # The registered preset states the same count.
+    assert list_presets()["sam3"]["params"] == backbone.count_params()
+    assert list_presets()["sam3"]["reference_params"] == REFERENCE_TOTAL
     assert not backbone.non_trainable_weights  # RoPE / positions are constants
 
 

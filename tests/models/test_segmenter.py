@@ -74,3 +74,14 @@ def test_preset_round_trip(segmenter, tmp_path):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x["scores"], y["scores"])
         np.testing.assert_array_equal(x["masks"], y["masks"])
+
+
+def test_tokenizer_larger_than_the_embedding_is_an_error():
+    from keras_sam3.models.image_converter import SAM3ImageConverter
+    from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+    from tests.models.tiny import tiny_backbone
+    from tests.models.tiny import toy_tokenizer
+
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(toy_tokenizer(), SAM3ImageConverter(112))
+    with pytest.raises(ValueError, match="tokenizer has 514 ids but the text encoder embeds 100"):
+        SAM3PromptableConceptImageSegmenter(backbone=tiny_backbone(), preprocessor=preprocessor)

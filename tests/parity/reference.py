@@ -17,7 +17,7 @@ TEXT_VOCAB = 100
 TEXT_PAD_ID = 99
 
 
-def tiny_sam3_config(image_size=112, initializer_range=0.2):
+def tiny_sam3_config(image_size=112, initializer_range=0.2, text_vocab=TEXT_VOCAB):
     """A small `Sam3Config`: every component, a few layers, narrow widths.
 
     Weights are drawn wider than the reference's 0.02 so that logits, boxes
@@ -41,7 +41,7 @@ def tiny_sam3_config(image_size=112, initializer_range=0.2):
             fpn_hidden_size=16,
         ),
         text_config=dict(
-            vocab_size=TEXT_VOCAB,
+            vocab_size=text_vocab,
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,
@@ -49,9 +49,9 @@ def tiny_sam3_config(image_size=112, initializer_range=0.2):
             max_position_embeddings=32,
             projection_dim=24,
             hidden_act="gelu",
-            eos_token_id=TEXT_PAD_ID,
-            pad_token_id=TEXT_PAD_ID,
-            bos_token_id=TEXT_PAD_ID - 1,
+            eos_token_id=text_vocab - 1,
+            pad_token_id=text_vocab - 1,
+            bos_token_id=text_vocab - 2,
         ),
         geometry_encoder_config=dict(
             hidden_size=16, num_layers=2, num_attention_heads=2, intermediate_size=32
@@ -128,10 +128,10 @@ def assert_close(ours, ref, rtol_scale, name):
     return error
 
 
-def tiny_sam3_video_config(image_size=112):
+def tiny_sam3_video_config(image_size=112, text_vocab=TEXT_VOCAB):
     """A small `Sam3VideoConfig`: saved, it has exactly the `facebook/sam3`
     layout (`detector_model.`, `tracker_model.`, `tracker_neck.`)."""
-    detector = tiny_sam3_config(image_size)
+    detector = tiny_sam3_config(image_size, text_vocab=text_vocab)
     return transformers.Sam3VideoConfig(
         detector_config=detector.to_dict(),
         tracker_config=dict(
@@ -152,10 +152,10 @@ def tiny_sam3_video_config(image_size=112):
     )
 
 
-def make_reference_video_checkpoint(directory, image_size=112, seed=0):
+def make_reference_video_checkpoint(directory, image_size=112, seed=0, text_vocab=TEXT_VOCAB):
     """Saves a tiny `Sam3VideoModel` (the full facebook/sam3 layout) and
     returns the directory."""
     torch.manual_seed(seed)
-    model = transformers.Sam3VideoModel(tiny_sam3_video_config(image_size)).eval()
+    model = transformers.Sam3VideoModel(tiny_sam3_video_config(image_size, text_vocab)).eval()
     perturb_constant_parameters(model, seed=seed)
     return save_reference(model, directory)

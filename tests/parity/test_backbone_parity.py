@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from keras_sam3.convert.hf_to_keras import convert_backbone
+from keras_sam3.convert.verify import run_reference
 from tests.parity import reference as ref_lib
-from tests.parity.reference import torch
 from tests.parity.roi_align_reference import install_in_reference
 
 TOL = 1e-4
@@ -50,27 +50,6 @@ def _inputs(batch, lengths, boxes, labels, seed=0):
     }
 
 
-def _reference(model, inputs, with_boxes=True):
-    kwargs = {}
-    if with_boxes:
-        kwargs["input_boxes"] = torch.from_numpy(inputs["boxes"])
-        kwargs["input_boxes_labels"] = torch.from_numpy(inputs["box_labels"]).long()
-    with torch.no_grad():
-        out = model(
-            pixel_values=torch.from_numpy(inputs["images"].transpose(0, 3, 1, 2).copy()),
-            input_ids=torch.from_numpy(inputs["token_ids"]).long(),
-            attention_mask=torch.from_numpy(inputs["padding_mask"]).long(),
-            **kwargs,
-        )
-    return {
-        "pred_logits": ref_lib.to_numpy(out.pred_logits),
-        "pred_boxes": ref_lib.to_numpy(out.pred_boxes),
-        "presence_logits": ref_lib.to_numpy(out.presence_logits),
-        "semantic_seg": ref_lib.nchw_to_nhwc(out.semantic_seg),
-        "pred_masks": ref_lib.to_numpy(out.pred_masks),
-    }
-
-
 def _run(model, inputs):
     # Compiled (jit / tf.function), as users run it; eager JAX dispatch is slow.
     return {k: np.asarray(v) for k, v in model.predict_on_batch(inputs).items()}
@@ -96,13 +75,13 @@ def test_every_checkpoint_tensor_is_accounted_for(models):
 def test_text_only_meta_default_equals_reference_with_a_padding_box(models):
     model, ours, _, _ = models
     inputs = _inputs(2, [5, 9], [[-10, -10, 0, 0]] * 2, [-10, -10])
-    _check(ours, inputs, _reference(model, inputs))
+    _check(ours, inputs, run_reference(model, inputs))
 
 
 def test_text_only_reference_mode(models):
     model, _, ours_reference_mode, _ = models
     inputs = _inputs(2, [5, 32], np.zeros((2, 0, 4)), np.zeros((2, 0)))
-    _check(ours_reference_mode, inputs, _reference(model, inputs, with_boxes=False))
+    _check(ours_reference_mode, inputs, run_reference(model, inputs, with_boxes=False))
 
 
 def test_meta_and_reference_text_only_differ(models):
@@ -117,14 +96,14 @@ def test_text_with_positive_and_negative_boxes(models):
     model, ours, _, _ = models
     boxes = [[0.5, 0.5, 0.4, 0.3], [0.2, 0.7, 0.1, 0.2], [0.8, 0.25, 0.3, 0.45]]
     inputs = _inputs(1, [7], boxes, [1, 0, 1], seed=1)
-    _check(ours, inputs, _reference(model, inputs))
+    _check(ours, inputs, run_reference(model, inputs))
 
 
 def test_boxes_only(models):
     # With no text the processor prompts "visual": a short sequence.
     model, ours, _, _ = models
     inputs = _inputs(1, [3], [[0.4, 0.6, 0.5, 0.5]], [1], seed=2)
-    _check(ours, inputs, _reference(model, inputs))
+    _check(ours, inputs, run_reference(model, inputs))
 
 
 def test_batch_with_different_prompts_and_box_counts(models):
@@ -135,4 +114,4 @@ def test_batch_with_different_prompts_and_box_counts(models):
     ]
     labels = [[1, 0, 1], [0, -10, -10]]
     inputs = _inputs(2, [4, 11], boxes, labels, seed=3)
-    _check(ours, inputs, _reference(model, inputs))
+    _check(ours, inputs, run_reference(model, inputs))

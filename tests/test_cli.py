@@ -1,0 +1,68 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from keras_sam3.cli import mask_to_rle
+from tests.models.tiny import tiny_segmenter
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _decode(rle):
+    values, flat = False, []
+    for count in rle["counts"]:
+        flat += [values] * count
+        values = not values
+    return np.array(flat, bool).reshape(rle["size"], order="F")
+
+
+def test_rle_round_trip():
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
+        np.testing.assert_array_equal(_decode(mask_to_rle(mask)), mask)
+
+
+def test_segment_command_writes_overlay_and_json(tmp_path):
+    preset = str(tmp_path / "preset")
+    tiny_segmenter().save_to_preset(preset)
+    image = tmp_path / "shapes.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3)).astype("uint8")).save(image)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "keras_sam3", str(image),
+            "--prompt", "red circle", "--prompt", "square",
+            "--box", "5,5,30,40", "--box", "40,10,60,30:0",
+            "--preset", preset, "--output-dir", str(out), "--threshold", "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "encoding" in result.stdout and "2 prompt(s)" in result.stdout
+    overlay = Image.open(out / "shapes_overlay.png")
+    assert overlay.size == (70, 50)
+    record = json.loads((out / "shapes_instances.json").read_text())
+    assert record["size"] == [50, 70]
+    instances = record["instances"]
+    assert len(instances) == 10  # 5 queries x 2 prompts, threshold 0
+    assert {i["prompt"] for i in instances} == {"red circle", "square"}
+    for inst in instances:
+        mask = _decode(inst["mask_rle"])
+        assert mask.shape == (50, 70) and mask.sum() == inst["mask_area"]
+        assert 0 <= inst["score"] <= 1 and len(inst["box"]) == 4
+
+
+def test_command_needs_a_prompt_or_box(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_sam3", "x.png"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
+    )
+    assert result.returncode == 2 and "--prompt or --box" in result.stderr

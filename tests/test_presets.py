@@ -1,0 +1,132 @@
+"""`from_preset` from every source, the hub ones through their real code
+path (keras-hub's `get_file`, `huggingface_hub`, `kagglehub`) served from
+local stand-ins: nothing is downloaded."""
+
+import os
+
+import numpy as np
+import pytest
+
+from keras_sam3 import presets
+from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+from tests.models.tiny import tiny_segmenter
+from tests.parity import reference as ref_lib
+
+
+@pytest.fixture(scope="module")
+def keras_preset(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("keras_preset"))
+    segmenter = tiny_segmenter()
+    segmenter.save_to_preset(directory)
+    return directory, segmenter
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+    """A tiny checkpoint in the facebook/sam3 layout, with tokenizer files."""
+    directory = str(tmp_path_factory.mktemp("hf_checkpoint"))
+    ref_lib.make_reference_video_checkpoint(directory, seed=4, text_vocab=514)  # the toy tokenizer's size
+    tiny_segmenter().preprocessor.tokenizer.save_assets(directory)
+    return directory
+
+
+def _same_results(a, b):
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3)).astype("uint8")
+    ra = a.segment(image, prompts="a", threshold=0.0)[0]
+    rb = b.segment(image, prompts="a", threshold=0.0)[0]
+    np.testing.assert_allclose(ra["scores"], rb["scores"], atol=1e-6)
+
+
+def test_registered_presets_are_defined():
+    registered = presets.list_presets()
+    assert registered["sam3"]["source"] == "hf://facebook/sam3"
+    # The count is checked against the built model in tests/models/test_full_size.py.
+    assert registered["sam3"]["params"] == 839_261_494
+
+
+def test_local_keras_preset(keras_preset):
+    directory, segmenter = keras_preset
+    _same_results(SAM3PromptableConceptImageSegmenter.from_preset(directory), segmenter)
+
+
+def test_hf_keras_preset_through_hf_hub_download(monkeypatch, keras_preset):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import EntryNotFoundError
+    from keras_hub.src.utils import preset_utils
+
+    directory, segmenter = keras_preset
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append((repo_id, filename))
+        path = os.path.join(directory, filename)
+        if not os.path.exists(path):
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return path
+
+    monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", fake_download)
+    loaded = SAM3PromptableConceptImageSegmenter.from_preset("hf://someone/sam3-keras")
+    assert ("someone/sam3-keras", "metadata.json") in requested
+    assert ("someone/sam3-keras", "assets/tokenizer/vocab.json") in requested
+    _same_results(loaded, segmenter)
+
+
+def test_kaggle_keras_preset_through_kagglehub(monkeypatch, keras_preset):
+    from keras_hub.src.utils import preset_utils
+
+    if preset_utils.kagglehub is None:
+        pytest.importorskip("kagglehub", reason="kaggle:// presets need kagglehub")
+    directory, segmenter = keras_preset
+    requested = []
+
+    def fake_model_download(handle, path=None, **kwargs):
+        requested.append((handle, path))
+        full = os.path.join(directory, path)
+        if not os.path.exists(full):
+            raise ValueError(f"'{path}' is not present in the model files")
+        return full
+
+    monkeypatch.setattr(preset_utils.kagglehub, "model_download", fake_model_download)
+    loaded = SAM3PromptableConceptImageSegmenter.from_preset("kaggle://someone/sam3/keras/tiny/1")
+    assert ("someone/sam3/keras/tiny/1", "metadata.json") in requested
+    _same_results(loaded, segmenter)
+
+
+def test_hf_checkpoint_directory_is_converted_on_the_fly(hf_checkpoint):
+    segmenter = SAM3PromptableConceptImageSegmenter.from_preset(hf_checkpoint)
+    assert segmenter.preprocessor is not None
+    assert segmenter.backbone.image_size == 112
+    image = np.zeros((30, 30, 3), "uint8")
+    assert segmenter.segment(image, prompts="a", threshold=0.0)[0]["masks"].shape == (6, 30, 30)
+
+
+def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_checkpoint):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import EntryNotFoundError
+    from keras_hub.src.utils import preset_utils
+
+    def no_keras_files(repo_id, filename, **kwargs):
+        raise EntryNotFoundError(f"{filename} not in {repo_id}")
+
+    snapshots = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        snapshots.append(repo_id)
+        return hf_checkpoint
+
+    monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", no_keras_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    segmenter = SAM3PromptableConceptImageSegmenter.from_preset("hf://facebook/sam3")
+    assert snapshots == ["facebook/sam3"]
+    assert segmenter.backbone.image_size == 112
+
+
+def test_registered_name_resolves_to_its_source(monkeypatch, hf_checkpoint):
+    monkeypatch.setattr(presets, "list_presets", lambda: {"tiny": {"name": "tiny", "source": hf_checkpoint}})
+    segmenter = SAM3PromptableConceptImageSegmenter.from_preset("tiny")
+    assert segmenter.backbone.detr_decoder.num_queries == 6
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
+        SAM3PromptableConceptImageSegmenter.from_preset("no_such_preset")
