@@ -1,0 +1,249 @@
+"""Full SAM 3 concept segmentation: ours against the peers, side by side.
+
+For each backend this runs, each in a fresh process (so that peak memory is
+its own): our `SAM3Backbone` (and its encode-once / prompt-many path), the
+reference `transformers` `Sam3Model` (PyTorch eager, inference mode) and,
+when installed, keras-hub's own SAM 3 port, at the same architecture with
+random weights on the same random image and a text prompt. It reports the
+first call, the steady median, peak resident memory, the split between
+image encoding and one prompt, four prompts on one encoded image, and
+ratios against the reference. Text prompts only: the reference's box path
+needs torchvision.
+
+    python tools/benchmark_segmenter.py --image-size 336 --json out.json
+    python tools/benchmark_segmenter.py --image-size 1008 --backends jax --repeats 3
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BACKENDS = ("jax", "tensorflow", "torch")
+PEERS = ("ours", "reference", "keras_hub")
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _steady(fn, repeats):
+    return statistics.median(_timed(fn) for _ in range(repeats))
+
+
+def _inputs(size, batch=1):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {
+        "images": rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"),
+        "token_ids": np.concatenate(
+            [np.full((batch, 1), 49406), rng.integers(0, 49000, (batch, 4)), np.full((batch, 27), 49407)], 1
+        ).astype("int32"),
+        "padding_mask": (np.arange(32) < 6).astype("int32")[None].repeat(batch, 0),
+        "boxes": np.zeros((batch, 0, 4), "float32"),
+        "box_labels": np.zeros((batch, 0), "int32"),
+    }
+
+
+def run_ours(size, repeats):
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    from keras_sam3.convert.hf_checkpoint import HFCheckpoint
+    from keras_sam3.convert.hf_to_keras import build_backbone
+    from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+
+    start = time.perf_counter()
+    backbone = build_backbone(HFCheckpoint.from_state({}, {}), image_size=size)
+    segmenter = SAM3PromptableConceptImageSegmenter(backbone)
+    segmenter._build_split_models()
+    build = time.perf_counter() - start
+    x = _inputs(size)
+    full = lambda: backbone.predict_on_batch(x)  # noqa: E731
+    first = _timed(full)
+    steady = _steady(full, repeats)
+
+    image = segmenter._image_model
+    prompt = segmenter._prompt_model
+    features = {k: np.asarray(v) for k, v in image.predict_on_batch(x["images"]).items()}
+    prompt_inputs = {**features, **{k: v for k, v in x.items() if k != "images"}}
+    four = {k: np.repeat(v, 4, axis=0) for k, v in prompt_inputs.items()}
+    prompt.predict_on_batch(prompt_inputs)
+    prompt.predict_on_batch(four)
+    encode = _steady(lambda: image.predict_on_batch(x["images"]), repeats)
+    one_prompt = _steady(lambda: prompt.predict_on_batch(prompt_inputs), repeats)
+    four_prompts = _steady(lambda: prompt.predict_on_batch(four), repeats)
+    return {
+        "build_s": build,
+        "first_s": first,
+        "steady_s": steady,
+        "encode_s": encode,
+        "prompt_s": one_prompt,
+        "four_prompts_s": four_prompts,
+    }
+
+
+def run_reference(size, repeats):
+    import torch
+    import transformers
+
+    x = _inputs(size)
+    start = time.perf_counter()
+    config = transformers.Sam3Config()
+    config.vision_config.backbone_config.image_size = size
+    model = transformers.Sam3Model(config).eval()
+    build = time.perf_counter() - start
+    pixels = torch.from_numpy(x["images"].transpose(0, 3, 1, 2).copy())
+    ids = torch.from_numpy(x["token_ids"]).long()
+    mask = torch.from_numpy(x["padding_mask"]).long()
+
+    def full():
+        with torch.inference_mode():
+            model(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+
+    first = _timed(full)
+    steady = _steady(full, repeats)
+    with torch.inference_mode():
+        vision = model.get_vision_features(pixel_values=pixels)
+
+    def encode():
+        with torch.inference_mode():
+            model.get_vision_features(pixel_values=pixels)
+
+    def prompt(n=1):
+        with torch.inference_mode():
+            model(vision_embeds=vision, input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1))
+
+    return {
+        "build_s": build,
+        "first_s": first,
+        "steady_s": steady,
+        "encode_s": _steady(encode, repeats),
+        "prompt_s": _steady(prompt, repeats),
+    }
+
+
+def run_keras_hub(size, repeats):
+    import numpy as np
+
+    try:
+        from keras_hub.src.models.sam3 import sam3_pc_backbone as hub
+        from keras_hub.src.models.sam3.sam3_detr_decoder import SAM3DetrDecoder
+        from keras_hub.src.models.sam3.sam3_detr_encoder import SAM3DetrEncoder
+        from keras_hub.src.models.sam3.sam3_geometry_encoder import SAM3GeometryEncoder
+        from keras_hub.src.models.sam3.sam3_mask_decoder import SAM3MaskDecoder
+        from keras_hub.src.models.sam3.sam3_text_encoder import SAM3TextEncoder
+        from keras_hub.src.models.sam3.sam3_vision_encoder import SAM3VisionEncoder
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    shape = (size, size, 3)
+    backbone = hub.SAM3PromptableConceptBackbone(
+        vision_encoder=SAM3VisionEncoder(
+            image_shape=shape, patch_size=14, num_layers=32, hidden_dim=1024, intermediate_dim=4736,
+            num_heads=16, fpn_hidden_dim=256, fpn_scale_factors=[4.0, 2.0, 1.0, 0.5],
+            pretrain_image_shape=(336, 336, 3), window_size=24, global_attn_indexes=[7, 15, 23, 31],
+        ),
+        text_encoder=SAM3TextEncoder(
+            vocabulary_size=49408, embedding_dim=1024, hidden_dim=1024, num_layers=24, num_heads=16,
+            intermediate_dim=4096,
+        ),
+        geometry_encoder=SAM3GeometryEncoder(num_layers=3, hidden_dim=256, intermediate_dim=2048, num_heads=8, roi_size=7),
+        detr_encoder=SAM3DetrEncoder(num_layers=6, hidden_dim=256, intermediate_dim=2048, num_heads=8),
+        detr_decoder=SAM3DetrDecoder(
+            image_shape=shape, patch_size=14, num_layers=6, hidden_dim=256, intermediate_dim=2048,
+            num_heads=8, num_queries=200,
+        ),
+        mask_decoder=SAM3MaskDecoder(num_upsampling_stages=3, hidden_dim=256, num_heads=8),
+    )
+    build = time.perf_counter() - start
+    x = _inputs(size)
+    inputs = {
+        "pixel_values": x["images"],
+        "token_ids": x["token_ids"],
+        "padding_mask": x["padding_mask"],
+        "boxes": np.zeros((1, 1, 5), "float32"),
+        "box_labels": np.full((1, 1), -10, "int32"),
+    }
+    full = lambda: backbone.predict_on_batch(inputs)  # noqa: E731
+    first = _timed(full)
+    return {"build_s": build, "first_s": first, "steady_s": _steady(full, repeats)}
+
+
+def worker(args):
+    import keras
+
+    result = {"run_ours": run_ours, "run_reference": run_reference, "run_keras_hub": run_keras_hub}[
+        f"run_{args.peer}"
+    ](args.image_size, args.repeats)
+    if result is not None:
+        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["backend"] = keras.backend.backend()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--image-size", type=int, default=336)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        return worker(args)
+
+    table = {}
+    for backend in args.backends.split(","):
+        for peer in PEERS:
+            if peer == "reference" and "reference" in table:
+                continue  # PyTorch eager: the same whatever KERAS_BACKEND says
+            print(f"[{backend}] {peer} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, f"--peer={peer}", f"--image-size={args.image_size}", f"--repeats={args.repeats}"],
+                env=dict(os.environ, KERAS_BACKEND=backend),
+                capture_output=True,
+                text=True,
+            )
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
+                print(f"[{backend}] {peer} failed (exit {proc.returncode})", file=sys.stderr)
+                continue
+            result = json.loads(lines[-1][len("RESULT ") :])
+            if result:
+                table["reference" if peer == "reference" else f"{peer}:{backend}"] = result
+
+    ref = table.get("reference")
+    print(f"\nFull forward, default architecture, {args.image_size} px, batch 1, text prompt; "
+          f"median of {args.repeats} steady calls (seconds), peak RSS (GB)\n")
+    print(
+        "| implementation | first | steady | steady / reference | peak RSS | RSS / reference "
+        "| encode | one prompt | prompt / full | encode + 4 prompts / full |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in table.items():
+        ratio = f"{r['steady_s'] / ref['steady_s']:.2f}x" if ref else "n/a"
+        mem = f"{r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if ref else "n/a"
+        enc = f"{r['encode_s']:.3f}" if "encode_s" in r else "n/a"
+        one = f"{r['prompt_s']:.3f}" if "prompt_s" in r else "n/a"
+        share = f"{r['prompt_s'] / r['steady_s']:.1%}" if "prompt_s" in r else "n/a"
+        four = (
+            f"{(r['encode_s'] + r['four_prompts_s']) / r['steady_s']:.2f}x" if "four_prompts_s" in r else "n/a"
+        )
+        print(f"| {name} | {r['first_s']:.2f} | {r['steady_s']:.3f} | {ratio} | {r['peak_rss_gb']:.2f} | {mem} | {enc} | {one} | {share} | {four} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
