@@ -85,3 +85,12 @@ def test_tokenizer_larger_than_the_embedding_is_an_error():
     preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(toy_tokenizer(), SAM3ImageConverter(112))
     with pytest.raises(ValueError, match="tokenizer has 514 ids but the text encoder embeds 100"):
         SAM3PromptableConceptImageSegmenter(backbone=tiny_backbone(), preprocessor=preprocessor)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_segmenter_runs_in_bfloat16(dtype):
+    segmenter = tiny_segmenter(dtype=dtype)
+    out = segmenter.predict({"images": _images(), "prompts": ["a", "b"]}, verbose=0)
+    assert np.all(np.isfinite(np.asarray(out["scores"], "float32")))
+    result = segmenter.segment(_images()[0], prompts="a", threshold=0.0)[0]
+    assert result["masks"].shape == (5, 60, 90)
