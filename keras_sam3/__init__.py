@@ -9,6 +9,8 @@ from keras_sam3.models import SAM3FPNNeck
 from keras_sam3.models import SAM3GeometryEncoder
 from keras_sam3.models import SAM3MaskDecoder
 from keras_sam3.models import SAM3TextEncoder
+from keras_sam3.models import SAM3TrackerMaskDecoder
+from keras_sam3.models import SAM3TrackerPromptEncoder
 from keras_sam3.models import SAM3VisionEncoder
 from keras_sam3.models import SAM3ViT
 from keras_sam3.models.image_converter import SAM3ImageConverter
@@ -32,6 +34,8 @@ __all__ = [
     "SAM3PromptableConceptImageSegmenter",
     "SAM3PromptableConceptImageSegmenterPreprocessor",
     "SAM3Tokenizer",
+    "SAM3TrackerMaskDecoder",
+    "SAM3TrackerPromptEncoder",
     "SAM3ViT",
     "convert_backbone",
 ]

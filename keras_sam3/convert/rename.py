@@ -31,6 +31,10 @@ TEXT_ENCODER_RULES = [
     (r"^final_layer_norm/", "text_model/final_layer_norm/"),
 ]
 
+TRACKER_PROMPT_ENCODER_RULES = [
+    (r"^shared_embedding_positional_embedding$", "shared_embedding/positional_embedding"),
+]
+
 MASK_DECODER_RULES = [
     (r"^(conv_layers|norms)_", r"pixel_decoder/\1_"),
 ]

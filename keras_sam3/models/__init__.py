@@ -8,3 +8,5 @@ from keras_sam3.models.scoring import SAM3DotProductScoring
 from keras_sam3.models.text_encoder import SAM3TextEncoder
 from keras_sam3.models.vision_encoder import SAM3VisionEncoder
 from keras_sam3.models.vit import SAM3ViT
+from keras_sam3.models.tracker_mask_decoder import SAM3TrackerMaskDecoder
+from keras_sam3.models.tracker_prompt_encoder import SAM3TrackerPromptEncoder
