@@ -1,6 +1,7 @@
 """keras_sam3: SAM 3 in Keras 3, the same numbers on JAX, TensorFlow and PyTorch."""
 
 from keras_sam3.convert import convert_backbone
+from keras_sam3.convert import convert_tracker
 from keras_sam3.models import SAM3Backbone
 from keras_sam3.models import SAM3DetrDecoder
 from keras_sam3.models import SAM3DetrEncoder
@@ -9,6 +10,7 @@ from keras_sam3.models import SAM3FPNNeck
 from keras_sam3.models import SAM3GeometryEncoder
 from keras_sam3.models import SAM3MaskDecoder
 from keras_sam3.models import SAM3TextEncoder
+from keras_sam3.models import SAM3Tracker
 from keras_sam3.models import SAM3TrackerMaskDecoder
 from keras_sam3.models import SAM3TrackerPromptEncoder
 from keras_sam3.models import SAM3VisionEncoder
@@ -34,8 +36,10 @@ __all__ = [
     "SAM3PromptableConceptImageSegmenter",
     "SAM3PromptableConceptImageSegmenterPreprocessor",
     "SAM3Tokenizer",
+    "SAM3Tracker",
     "SAM3TrackerMaskDecoder",
     "SAM3TrackerPromptEncoder",
     "SAM3ViT",
     "convert_backbone",
+    "convert_tracker",
 ]

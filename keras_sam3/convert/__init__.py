@@ -2,3 +2,4 @@ from keras_sam3.convert.hf_checkpoint import HFCheckpoint
 from keras_sam3.convert.hf_to_keras import convert_backbone
 from keras_sam3.convert.hf_to_keras import convert_text_encoder
 from keras_sam3.convert.hf_to_keras import convert_vision_encoder
+from keras_sam3.convert.hf_to_keras import convert_tracker

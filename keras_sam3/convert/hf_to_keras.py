@@ -185,3 +185,106 @@ def convert_text_encoder(directory, dtype=None):
     encoder.build((None, kwargs["max_sequence_length"]))
     load_weights(encoder, checkpoint.tensors, TEXT_ENCODER_RULES, "text_encoder.")
     return encoder
+
+
+TRACKER_PREFIXES = {"tracker_model.": "", "tracker_neck.": "vision_encoder.neck."}
+
+
+def tracker_tensors(checkpoint):
+    """The tracker's tensors under `Sam3TrackerModel` names, from either a
+    full facebook/sam3 checkpoint (the detector's ViT is shared) or a
+    standalone `Sam3TrackerModel` directory."""
+    if not checkpoint.other_tensors:  # standalone: names are already the tracker's
+        return dict(checkpoint.tensors)
+    tensors = {k: v for k, v in checkpoint.tensors.items() if k.startswith("vision_encoder.backbone.")}
+    for key, value in checkpoint.other_tensors.items():
+        # facebook/sam3 writes `tracker_model.x`; transformers 5.23's
+        # `Sam3VideoModel.save_pretrained` writes `tracker_model.tracker_model.x`.
+        if key.startswith("tracker_model.tracker_model."):
+            key = key[len("tracker_model.") :]
+        for prefix, replacement in TRACKER_PREFIXES.items():
+            if key.startswith(prefix):
+                tensors[replacement + key[len(prefix) :]] = value
+    return tensors
+
+
+TRACKER_IGNORED = [
+    (r"^(memory_|mask_downsample|object_pointer_proj|temporal_positional_encoding_projection_layer)",
+     "video memory modules: not used on single images"),
+    (r"^(no_memory_positional_encoding|no_object_pointer|occlusion_spatial_embedding_parameter)$",
+     "video memory state: not used on single images"),
+]
+
+
+def build_tracker(config, add_no_memory_embedding=True, dtype=None):
+    """An unloaded `SAM3Tracker` from a `Sam3TrackerConfig` dict."""
+    from keras_sam3.convert.hf_checkpoint import HFCheckpoint
+    from keras_sam3.models.tracker import SAM3Tracker
+    from keras_sam3.models.tracker_mask_decoder import SAM3TrackerMaskDecoder
+    from keras_sam3.models.tracker_prompt_encoder import SAM3TrackerPromptEncoder
+    from keras_sam3.models.vision_encoder import SAM3VisionEncoder
+
+    vision = HFCheckpoint.from_state({"vision_config": config.get("vision_config") or {}}, {})
+    prompt = config.get("prompt_encoder_config") or {}
+    mask = config.get("mask_decoder_config") or {}
+    tracker = SAM3Tracker(
+        vision_encoder=SAM3VisionEncoder(**vision.vision_encoder_kwargs(), dtype=dtype),
+        prompt_encoder=SAM3TrackerPromptEncoder(
+            hidden_dim=prompt.get("hidden_size", 256),
+            image_size=prompt.get("image_size", 1008),
+            patch_size=prompt.get("patch_size", 14),
+            mask_input_channels=prompt.get("mask_input_channels", 16),
+            num_point_embeddings=prompt.get("num_point_embeddings", 4),
+            layer_norm_epsilon=prompt.get("layer_norm_eps", 1e-6),
+            dtype=dtype,
+        ),
+        mask_decoder=SAM3TrackerMaskDecoder(
+            hidden_dim=mask.get("hidden_size", 256),
+            num_layers=mask.get("num_hidden_layers", 2),
+            num_heads=mask.get("num_attention_heads", 8),
+            mlp_dim=mask.get("mlp_dim", 2048),
+            downsample_rate=mask.get("attention_downsample_rate", 2),
+            num_multimask_outputs=mask.get("num_multimask_outputs", 3),
+            iou_head_depth=mask.get("iou_head_depth", 3),
+            iou_head_hidden_dim=mask.get("iou_head_hidden_dim", 256),
+            dynamic_multimask_via_stability=mask.get("dynamic_multimask_via_stability", True),
+            stability_delta=mask.get("dynamic_multimask_stability_delta", 0.05),
+            stability_threshold=mask.get("dynamic_multimask_stability_thresh", 0.98),
+            dtype=dtype,
+        ),
+        add_no_memory_embedding=add_no_memory_embedding,
+        dtype=dtype,
+    )
+    tracker.build()
+    return tracker
+
+
+def convert_tracker(directory, add_no_memory_embedding=True, dtype=None):
+    """`(SAM3Tracker, loaded keys)` from a facebook/sam3-layout checkpoint or a
+    `Sam3TrackerModel` directory. Every tracker tensor is loaded or ignored
+    with a reason; anything else raises."""
+    from keras_sam3.convert.rename import TRACKER_PROMPT_ENCODER_RULES
+
+    checkpoint = HFCheckpoint(directory)
+    config = checkpoint.full_config.get("tracker_config") or checkpoint.full_config
+    tracker = build_tracker(config, add_no_memory_embedding, dtype)
+    tensors = tracker_tensors(checkpoint)
+    loaded = []
+    loaded += load_weights(tracker.vision_encoder, tensors, VISION_ENCODER_RULES, "vision_encoder.")
+    loaded += load_weights(tracker.prompt_encoder, tensors, TRACKER_PROMPT_ENCODER_RULES, "prompt_encoder.")
+    loaded += load_weights(tracker.mask_decoder, tensors, [], "mask_decoder.")
+    for name, variable in (
+        ("no_memory_embedding", tracker.no_memory_embedding),
+        ("shared_image_embedding.positional_embedding", tracker.image_positional_embedding),
+    ):
+        if name not in tensors:
+            raise ValueError(f"Cannot load the tracker: missing tensor {name}")
+        variable.assign(tensors[name])
+        loaded.append(name)
+    unexpected = [
+        k for k in tensors
+        if k not in set(loaded) and not any(re.search(p, k) for p, _ in TRACKER_IGNORED)
+    ]
+    if unexpected:
+        raise ValueError("Unexpected tracker tensors:\n  " + "\n  ".join(sorted(unexpected)))
+    return tracker, loaded

@@ -10,3 +10,4 @@ from keras_sam3.models.vision_encoder import SAM3VisionEncoder
 from keras_sam3.models.vit import SAM3ViT
 from keras_sam3.models.tracker_mask_decoder import SAM3TrackerMaskDecoder
 from keras_sam3.models.tracker_prompt_encoder import SAM3TrackerPromptEncoder
+from keras_sam3.models.tracker import SAM3Tracker

@@ -126,19 +126,21 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         self.mask_embed.build((None, side, side, 1))
         self.built = True
 
-    def fourier_encode(self, coords):
+    def fourier_encode(self, coords, matrix=None):
         """`(..., 2)` in [0, 1] -> `(..., D)` `[sin, cos]` of `2 pi (2 c - 1) @ G`."""
+        matrix = self.positional_embedding if matrix is None else matrix
         coords = 2.0 * coords - 1.0
-        projected = ops.matmul(coords, ops.cast(self.positional_embedding, coords.dtype))
+        projected = ops.matmul(coords, ops.cast(matrix, coords.dtype))
         projected = 2.0 * math.pi * projected
         return ops.concatenate([ops.sin(projected), ops.cos(projected)], axis=-1)
 
-    def image_positional_embeddings(self):
-        """`(1, h, w, D)` encodings of the embedding grid's pixel centers."""
+    def image_positional_embeddings(self, matrix=None):
+        """`(1, h, w, D)` encodings of the embedding grid's pixel centers (with
+        `matrix` instead of this encoder's Fourier matrix if given)."""
         g = self.grid_size
         centers = (ops.cast(ops.arange(g), self.compute_dtype) + 0.5) / g
         ys, xs = ops.meshgrid(centers, centers, indexing="ij")
-        return self.fourier_encode(ops.stack([xs, ys], axis=-1))[None]
+        return self.fourier_encode(ops.stack([xs, ys], axis=-1), matrix)[None]
 
     def _token(self, layer, like):
         # (D,) broadcast to `like`'s shape.

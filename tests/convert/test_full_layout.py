@@ -33,7 +33,9 @@ def test_every_tensor_is_loaded_or_ignored_with_a_reason(video_checkpoint):
 
 def test_matches_reference_loaded_from_the_same_file(video_checkpoint):
     install_in_reference()
-    reference = transformers.Sam3Model.from_pretrained(video_checkpoint).eval()
+    reference, info = transformers.Sam3Model.from_pretrained(video_checkpoint, output_loading_info=True)
+    assert not info["missing_keys"], info["missing_keys"]  # the reference really loaded the file
+    reference.eval()
     backbone, _ = convert_backbone(video_checkpoint)
     rng = np.random.default_rng(0)
     inputs = {

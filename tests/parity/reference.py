@@ -6,6 +6,8 @@ is trivially zero, and it is saved with `save_pretrained`; tests load that
 directory through the project's converter.
 """
 
+import os
+
 import numpy as np
 
 torch = __import__("pytest").importorskip("torch", reason="parity tests need torch")
@@ -135,6 +137,7 @@ def tiny_sam3_video_config(image_size=112, text_vocab=TEXT_VOCAB):
     return transformers.Sam3VideoConfig(
         detector_config=detector.to_dict(),
         tracker_config=dict(
+            image_size=image_size,  # the tracker config's own size overrides its sub-configs'
             vision_config=detector.vision_config.to_dict(),
             prompt_encoder_config=dict(hidden_size=16, image_size=image_size, patch_size=14),
             mask_decoder_config=dict(
@@ -158,4 +161,15 @@ def make_reference_video_checkpoint(directory, image_size=112, seed=0, text_voca
     torch.manual_seed(seed)
     model = transformers.Sam3VideoModel(tiny_sam3_video_config(image_size, text_vocab)).eval()
     perturb_constant_parameters(model, seed=seed)
-    return save_reference(model, directory)
+    save_reference(model, directory)
+    # transformers 5.23 writes the tracker as `tracker_model.tracker_model.*`;
+    # facebook/sam3 (and `Sam3TrackerModel.from_pretrained`) use one prefix.
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    path = os.path.join(str(directory), "model.safetensors")
+    tensors = load_file(path)
+    double = "tracker_model.tracker_model."
+    tensors = {("tracker_model." + k[len(double):] if k.startswith(double) else k): v for k, v in tensors.items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+    return str(directory)
