@@ -19,6 +19,7 @@ from keras_sam3.models.image_converter import SAM3ImageConverter
 from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
 from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
 from keras_sam3.models.tokenizer import SAM3Tokenizer
+from keras_sam3.models.visual_segmenter import SAM3PromptableVisualImageSegmenter
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "SAM3ImageConverter",
     "SAM3PromptableConceptImageSegmenter",
     "SAM3PromptableConceptImageSegmenterPreprocessor",
+    "SAM3PromptableVisualImageSegmenter",
     "SAM3Tokenizer",
     "SAM3Tracker",
     "SAM3TrackerMaskDecoder",

@@ -3,8 +3,11 @@
     python -m keras_sam3 photo.jpg --prompt "red car" --prompt "person" \
         --preset sam3 --output-dir out/
     python -m keras_sam3 photo.jpg --box 40,60,200,220 --box 300,10,380,90:0 --preset ./my_preset
+    python -m keras_sam3 photo.jpg --point 120,80 --point 40,30:0 --preset /path/to/hf_checkpoint
 
 Each image is encoded once and every prompt runs against that encoding.
+Clicks (`--point`, with an optional single `--box`) segment one object with
+the SAM 3 tracker and need a Hugging Face checkpoint (directory or hf://).
 Writes, per image, `<name>_overlay.png` (masks, boxes, prompt and score)
 and `<name>_instances.json`. The backend follows `KERAS_BACKEND`.
 """
@@ -32,6 +35,29 @@ def parse_box(text):
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"A box is x1,y1,x2,y2[:label]; got {text!r}.")
     return values, int(label) if label else 1
+
+
+def parse_point(text):
+    """`x,y` or `x,y:label` (label 1 positive, 0 negative)."""
+    coords, _, label = text.partition(":")
+    values = [float(v) for v in coords.split(",")]
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"A point is x,y[:label]; got {text!r}.")
+    return values, int(label) if label else 1
+
+
+def segment_clicks(tracker, path, points, labels, box, log):
+    """The tracker's best mask for the clicks (and box) on one image."""
+    image = Image.open(path).convert("RGB")
+    log(f"{path}: {image.width}x{image.height}, encoding")
+    encoding = tracker.encode(np.asarray(image))
+    result = tracker.segment_encoded(encoding, points=points or None, labels=labels or None, box=box)
+    best = int(np.argmax(result["iou_scores"]))
+    mask = result["masks"][best]
+    ys, xs = np.nonzero(mask)
+    bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else [0.0] * 4
+    instance = {"prompt": "click", "score": float(result["iou_scores"][best]), "box": bbox, "query": best, "mask": mask}
+    return image, [instance]
 
 
 def mask_to_rle(mask):
@@ -88,27 +114,42 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="image file(s)")
     parser.add_argument("--prompt", action="append", default=[], help="a concept (repeatable)")
     parser.add_argument("--box", action="append", default=[], type=parse_box, help="x1,y1,x2,y2[:label] pixels (repeatable)")
+    parser.add_argument("--point", action="append", default=[], type=parse_point, help="x,y[:label] click (repeatable; uses the tracker)")
     parser.add_argument("--preset", default="sam3", help="registered name, preset directory, HF checkpoint or hf:// id")
     parser.add_argument("--output-dir", default="sam3_out")
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args(argv)
-    if not args.prompt and not args.box:
-        parser.error("give at least one --prompt or --box")
+    if not args.prompt and not args.box and not args.point:
+        parser.error("give at least one --prompt, --box or --point")
+    if args.point and (args.prompt or len(args.box) > 1):
+        parser.error("clicks (--point) take at most one --box and no --prompt")
 
     start = time.time()
 
     def log(message):
         print(f"[{time.time() - start:6.1f}s] {message}", flush=True)
 
-    from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
-
     log(f"loading {args.preset}")
-    segmenter = SAM3PromptableConceptImageSegmenter.from_preset(args.preset)
+    if args.point:
+        from keras_sam3.models.visual_segmenter import SAM3PromptableVisualImageSegmenter
+        from keras_sam3.presets import resolve_preset_name
+
+        segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint(resolve_preset_name(args.preset))
+    else:
+        from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+
+        segmenter = SAM3PromptableConceptImageSegmenter.from_preset(args.preset)
     os.makedirs(args.output_dir, exist_ok=True)
     boxes = [b for b, _ in args.box]
     labels = [l for _, l in args.box]
     for path in args.images:
-        image, instances = segment_image(segmenter, path, args.prompt, boxes, labels, args.threshold, log)
+        if args.point:
+            image, instances = segment_clicks(
+                segmenter, path, [p for p, _ in args.point], [l for _, l in args.point],
+                boxes[0] if boxes else None, log,
+            )
+        else:
+            image, instances = segment_image(segmenter, path, args.prompt, boxes, labels, args.threshold, log)
         stem = os.path.splitext(os.path.basename(path))[0]
         overlay_path = os.path.join(args.output_dir, f"{stem}_overlay.png")
         draw_overlay(image, instances).save(overlay_path)

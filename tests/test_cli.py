@@ -65,4 +65,29 @@ def test_command_needs_a_prompt_or_box(tmp_path):
         text=True,
         env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
     )
-    assert result.returncode == 2 and "--prompt or --box" in result.stderr
+    assert result.returncode == 2 and "--prompt, --box or --point" in result.stderr
+
+
+def test_click_command_uses_the_tracker(tmp_path):
+    from tests.parity import reference as ref_lib
+
+    checkpoint = ref_lib.make_reference_video_checkpoint(tmp_path / "ckpt", seed=9)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3)).astype("uint8")).save(image)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "keras_sam3", str(image),
+            "--point", "30,20", "--point", "5,40:0", "--box", "2,2,60,45",
+            "--preset", checkpoint, "--output-dir", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((out / "photo_instances.json").read_text())
+    (instance,) = record["instances"]
+    assert instance["prompt"] == "click" and 0 <= instance["score"] <= 1
+    assert _decode(instance["mask_rle"]).shape == (48, 64)
+    assert Image.open(out / "photo_overlay.png").size == (64, 48)

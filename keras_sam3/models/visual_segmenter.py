@@ -1,0 +1,115 @@
+"""`SAM3PromptableVisualImageSegmenter`: clicks, boxes and masks in, masks at
+the original size out (SAM 3's promptable visual segmentation on images)."""
+
+import numpy as np
+from keras import ops
+
+from keras_sam3.models.image_converter import SAM3ImageConverter
+from keras_sam3.ops.masks import resize_bilinear
+
+
+class SAM3ImageFeatures:
+    """One encoded image, for interactive rounds without re-encoding."""
+
+    def __init__(self, features, original_size):
+        self.features = features
+        self.original_size = tuple(original_size)
+
+
+class SAM3PromptableVisualImageSegmenter:
+    """Segments the object a click, a box or a previous mask points at.
+
+    Coordinates are pixels of the original image. Each round can pass the
+    previous round's `low_res_logits` back as `mask_logits` to refine.
+
+    Args:
+        tracker: `SAM3Tracker`.
+        image_converter: `SAM3ImageConverter`; defaults to the tracker's size.
+
+    Example:
+    >>> segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint("sam3_dir")
+    >>> encoding = segmenter.encode(image)
+    >>> first = segmenter.segment_encoded(encoding, points=[(120, 80)], labels=[1])
+    >>> refined = segmenter.segment_encoded(
+    ...     encoding, points=[(120, 80), (40, 30)], labels=[1, 0],
+    ...     mask_logits=first["low_res_logits"][first["iou_scores"].argmax()],
+    ...     multimask_output=False)
+    """
+
+    def __init__(self, tracker, image_converter=None):
+        self.tracker = tracker
+        self.image_converter = image_converter or SAM3ImageConverter(tracker.prompt_encoder.image_size)
+
+    @classmethod
+    def from_checkpoint(cls, directory, add_no_memory_embedding=True, dtype=None):
+        """From a Hugging Face checkpoint (local directory or `hf://`)."""
+        from keras_sam3.convert.hf_to_keras import convert_tracker
+        from keras_sam3.convert.sources import resolve_checkpoint
+
+        tracker, _ = convert_tracker(resolve_checkpoint(directory), add_no_memory_embedding, dtype)
+        return cls(tracker)
+
+    def encode(self, image):
+        """Runs the image encoder once for `image` (any size)."""
+        pixels, sizes = self.image_converter(image)
+        if len(sizes) != 1:
+            raise ValueError(f"Encode one image at a time; got {len(sizes)}.")
+        return SAM3ImageFeatures(self.tracker.encode(pixels), sizes[0])
+
+    def _to_model_pixels(self, xy, size):
+        height, width = size
+        scale = self.image_converter.image_size
+        xy = np.asarray(xy, "float32")
+        if not np.all(np.isfinite(xy)):
+            raise ValueError("Point and box coordinates must be finite.")
+        return xy * np.array([scale / width, scale / height], "float32")
+
+    def segment_encoded(
+        self, encoding, points=None, labels=None, box=None, mask_logits=None, multimask_output=True
+    ):
+        """One prompt (clicks and / or a box, optionally a previous mask).
+
+        Args:
+            encoding: from `encode`.
+            points: list of `(x, y)` pixels of the original image.
+            labels: per point 1 (positive) or 0 (negative); default all 1.
+            box: `(x1, y1, x2, y2)` pixels of the original image.
+            mask_logits: `(4h, 4w)` low-resolution logits of a previous round.
+            multimask_output: bool. Three candidate masks, or the best one.
+
+        Returns:
+            A dict: `masks` bool `(K, H, W)` at the original size,
+            `iou_scores` `(K,)`, `object_score_logit` float and
+            `low_res_logits` `(K, 4h, 4w)` (to feed back as `mask_logits`).
+        """
+        size = encoding.original_size
+        kwargs = {}
+        if points is not None and len(points):
+            xy = self._to_model_pixels(points, size).reshape(1, 1, -1, 2)
+            if labels is None:
+                labels = np.ones(xy.shape[2], "int32")
+            labels = np.asarray(labels).reshape(-1)
+            if len(labels) != xy.shape[2] or not np.all(np.isin(labels, (0, 1))):
+                raise ValueError(f"Give one label, 1 or 0, per point; got {labels.tolist()}.")
+            kwargs.update(points=xy, labels=labels.astype("int32").reshape(1, 1, -1))
+        if box is not None:
+            corners = np.asarray(box, "float32").reshape(2, 2)
+            if np.any(corners[1] <= corners[0]):
+                raise ValueError(f"A box is (x1, y1, x2, y2) with x2 > x1 and y2 > y1; got {box}.")
+            kwargs["boxes"] = self._to_model_pixels(corners, size).reshape(1, 1, 4)
+        if mask_logits is not None:
+            kwargs["masks"] = np.asarray(mask_logits, "float32")[None, :, :, None]
+        out = self.tracker.decode(encoding.features, multimask_output=multimask_output, **kwargs)
+        out = {k: ops.convert_to_numpy(v) for k, v in out.items()}
+        low_res = out["masks"].astype("float32")[0, 0]  # (K, 4h, 4w)
+        return {
+            # As the reference's post-processing: resize the logits, then > 0.
+            "masks": resize_bilinear(low_res, size) > 0.0,
+            "iou_scores": out["iou_scores"].astype("float32")[0, 0],
+            "object_score_logit": float(out["object_score_logits"][0, 0, 0]),
+            "low_res_logits": low_res,
+        }
+
+    def segment(self, image, points=None, labels=None, box=None, mask_logits=None, multimask_output=True):
+        """`encode(image)` then `segment_encoded(...)`."""
+        return self.segment_encoded(self.encode(image), points, labels, box, mask_logits, multimask_output)

@@ -1,0 +1,74 @@
+"""The tracker task on raw images: original-pixel prompts, masks at the original size."""
+
+import numpy as np
+import pytest
+
+from keras_sam3.models.visual_segmenter import SAM3PromptableVisualImageSegmenter
+from tests.parity import reference as ref_lib
+from tests.parity.reference import torch
+from tests.parity.reference import transformers
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    directory = ref_lib.make_reference_video_checkpoint(tmp_path_factory.mktemp("sam3_video"), seed=8)
+    reference, info = transformers.Sam3TrackerModel.from_pretrained(directory, output_loading_info=True)
+    assert not info["missing_keys"]
+    ours = SAM3PromptableVisualImageSegmenter.from_checkpoint(directory, add_no_memory_embedding=False)
+    return reference.eval(), ours
+
+
+def _image():
+    return np.random.default_rng(0).integers(0, 256, (60, 90, 3)).astype("uint8")
+
+
+def test_click_matches_the_reference_at_the_original_size(pair):
+    reference, ours = pair
+    image = _image()
+    result = ours.segment(image, points=[(45, 20), (10, 50)], labels=[1, 0])
+    pixels, _ = ours.image_converter(image)
+    # The reference processor's scaling: x * 112 / 90, y * 112 / 60.
+    points = np.array([[[[45 * 112 / 90, 20 * 112 / 60], [10 * 112 / 90, 50 * 112 / 60]]]], "float32")
+    with torch.no_grad():
+        expected = reference(
+            pixel_values=torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))),
+            input_points=torch.from_numpy(points),
+            input_labels=torch.tensor([[[1, 0]]]),
+        )
+    logits = expected.pred_masks[0, 0].detach().numpy()
+    ref_lib.assert_close(result["low_res_logits"], logits, 1e-4, "low_res_logits")
+    ref_lib.assert_close(result["iou_scores"], expected.iou_scores[0, 0].detach().numpy(), 1e-4, "iou_scores")
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None], size=(60, 90), mode="bilinear", align_corners=False
+    )[0].numpy()
+    assert result["masks"].shape == (3, 60, 90)
+    assert np.mean(result["masks"] != (resized > 0)) < 1e-3
+
+
+def test_interactive_refinement_reuses_the_encoding(pair):
+    _, ours = pair
+    encoding = ours.encode(_image())
+    first = ours.segment_encoded(encoding, points=[(45, 20)])
+    best = int(np.argmax(first["iou_scores"]))
+    refined = ours.segment_encoded(
+        encoding, points=[(45, 20), (70, 40)], labels=[1, 0],
+        mask_logits=first["low_res_logits"][best], multimask_output=False,
+    )
+    assert refined["masks"].shape == (1, 60, 90)
+    boxed = ours.segment_encoded(encoding, box=(10, 5, 80, 55))
+    assert boxed["masks"].shape == (3, 60, 90) and isinstance(boxed["object_score_logit"], float)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"points": [(1, 1)], "labels": [2]}, "one label, 1 or 0"),
+        ({"points": [(1, 1), (2, 2)], "labels": [1]}, "one label, 1 or 0"),
+        ({"box": (10, 10, 5, 20)}, "x2 > x1"),
+        ({"points": [(np.nan, 1)]}, "finite"),
+    ],
+)
+def test_bad_prompts_are_named(pair, kwargs, message):
+    _, ours = pair
+    with pytest.raises(ValueError, match=message):
+        ours.segment(_image(), **kwargs)
