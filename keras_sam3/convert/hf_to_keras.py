@@ -216,8 +216,9 @@ TRACKER_IGNORED = [
 ]
 
 
-def build_tracker(config, add_no_memory_embedding=True, dtype=None):
-    """An unloaded `SAM3Tracker` from a `Sam3TrackerConfig` dict."""
+def build_tracker(config, add_no_memory_embedding=True, dtype=None, vit=None):
+    """An unloaded `SAM3Tracker` from a `Sam3TrackerConfig` dict (sharing `vit`
+    if given)."""
     from keras_sam3.convert.hf_checkpoint import HFCheckpoint
     from keras_sam3.models.tracker import SAM3Tracker
     from keras_sam3.models.tracker_mask_decoder import SAM3TrackerMaskDecoder
@@ -228,7 +229,7 @@ def build_tracker(config, add_no_memory_embedding=True, dtype=None):
     prompt = config.get("prompt_encoder_config") or {}
     mask = config.get("mask_decoder_config") or {}
     tracker = SAM3Tracker(
-        vision_encoder=SAM3VisionEncoder(**vision.vision_encoder_kwargs(), dtype=dtype),
+        vision_encoder=SAM3VisionEncoder(**vision.vision_encoder_kwargs(), vit=vit, dtype=dtype),
         prompt_encoder=SAM3TrackerPromptEncoder(
             hidden_dim=prompt.get("hidden_size", 256),
             image_size=prompt.get("image_size", 1008),
@@ -259,18 +260,26 @@ def build_tracker(config, add_no_memory_embedding=True, dtype=None):
     return tracker
 
 
-def convert_tracker(directory, add_no_memory_embedding=True, dtype=None):
+def convert_tracker(directory, add_no_memory_embedding=True, dtype=None, vit=None):
     """`(SAM3Tracker, loaded keys)` from a facebook/sam3-layout checkpoint or a
     `Sam3TrackerModel` directory. Every tracker tensor is loaded or ignored
-    with a reason; anything else raises."""
+    with a reason; anything else raises.
+
+    `vit`: an already loaded `SAM3ViT` from the same checkpoint (the concept
+    model's) to share instead of loading a second copy of the trunk.
+    """
     from keras_sam3.convert.rename import TRACKER_PROMPT_ENCODER_RULES
 
     checkpoint = HFCheckpoint(directory)
     config = checkpoint.full_config.get("tracker_config") or checkpoint.full_config
-    tracker = build_tracker(config, add_no_memory_embedding, dtype)
+    tracker = build_tracker(config, add_no_memory_embedding, dtype, vit=vit)
     tensors = tracker_tensors(checkpoint)
     loaded = []
-    loaded += load_weights(tracker.vision_encoder, tensors, VISION_ENCODER_RULES, "vision_encoder.")
+    if vit is None:
+        loaded += load_weights(tracker.vision_encoder, tensors, VISION_ENCODER_RULES, "vision_encoder.")
+    else:  # the shared trunk is loaded already: only the tracker's neck
+        loaded += load_weights(tracker.vision_encoder.neck, tensors, [], "vision_encoder.neck.")
+        loaded += [k for k in tensors if k.startswith("vision_encoder.backbone.")]
     loaded += load_weights(tracker.prompt_encoder, tensors, TRACKER_PROMPT_ENCODER_RULES, "prompt_encoder.")
     loaded += load_weights(tracker.mask_decoder, tensors, [], "mask_decoder.")
     for name, variable in (

@@ -67,7 +67,12 @@ class SAM3Tracker(keras.layers.Layer):
     def encode(self, images):
         """Image features for `decode`: `image` `(B, h, w, D)` and the projected
         high-resolution levels."""
-        vision = self.vision_encoder(images)
+        return self.encode_trunk(self.vision_encoder.backbone(images))
+
+    def encode_trunk(self, trunk):
+        """`encode` from the ViT's output `(B, h, w, C)`, e.g. one the concept
+        model already computed with a shared ViT."""
+        vision = self.vision_encoder.neck(trunk)
         image = vision["fpn_hidden_states_2"]
         if self.add_no_memory_embedding:
             image = image + ops.cast(self.no_memory_embedding, image.dtype)[None]

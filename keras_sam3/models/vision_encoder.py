@@ -29,6 +29,9 @@ class SAM3VisionEncoder(keras.layers.Layer):
         rope_theta: float. Defaults to `10000.0`.
         fpn_hidden_dim: int. Defaults to `256`.
         scale_factors: tuple of float. Defaults to `(4.0, 2.0, 1.0, 0.5)`.
+        vit: optional `SAM3ViT` to use instead of building one, so that two
+            encoders (the detector's and the tracker's necks) share one trunk
+            and its weights. The trunk arguments above must describe it.
 
     Call arguments:
         images: `(B, H, W, 3)` float, scaled to [-1, 1].
@@ -61,10 +64,11 @@ class SAM3VisionEncoder(keras.layers.Layer):
         rope_theta=10000.0,
         fpn_hidden_dim=256,
         scale_factors=(4.0, 2.0, 1.0, 0.5),
+        vit=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.backbone = SAM3ViT(
+        self.backbone = vit or SAM3ViT(
             hidden_dim=hidden_dim,
             intermediate_dim=intermediate_dim,
             num_layers=num_layers,
@@ -102,7 +106,8 @@ class SAM3VisionEncoder(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        self.backbone.build(input_shape)
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
         self.neck.build(self.backbone.compute_output_shape(input_shape))
         self.built = True
 

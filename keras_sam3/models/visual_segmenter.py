@@ -41,13 +41,38 @@ class SAM3PromptableVisualImageSegmenter:
         self.image_converter = image_converter or SAM3ImageConverter(tracker.prompt_encoder.image_size)
 
     @classmethod
-    def from_checkpoint(cls, directory, add_no_memory_embedding=True, dtype=None):
-        """From a Hugging Face checkpoint (local directory or `hf://`)."""
+    def from_checkpoint(cls, directory, add_no_memory_embedding=True, dtype=None, concept_segmenter=None):
+        """From a Hugging Face checkpoint (local directory or `hf://`).
+
+        With `concept_segmenter` (loaded from the same checkpoint) the tracker
+        shares its ViT: one copy of the trunk's weights, and `encode_both`
+        runs it once for both kinds of prompt.
+        """
         from keras_sam3.convert.hf_to_keras import convert_tracker
         from keras_sam3.convert.sources import resolve_checkpoint
 
-        tracker, _ = convert_tracker(resolve_checkpoint(directory), add_no_memory_embedding, dtype)
+        vit = None if concept_segmenter is None else concept_segmenter.backbone.vision_encoder.backbone
+        tracker, _ = convert_tracker(resolve_checkpoint(directory), add_no_memory_embedding, dtype, vit=vit)
         return cls(tracker)
+
+    def encode_both(self, concept_segmenter, image):
+        """One ViT run for both models: `(SAM3ImageEncoding for
+        concept_segmenter.segment_encoded, SAM3ImageFeatures for
+        segment_encoded)`. The two must share the ViT (`from_checkpoint(...,
+        concept_segmenter=...)`)."""
+        from keras_sam3.models.segmenter import SAM3ImageEncoding
+        from keras_sam3.models.segmenter import _VISION_KEYS
+
+        vision_encoder = concept_segmenter.backbone.vision_encoder
+        if vision_encoder.backbone is not self.tracker.vision_encoder.backbone:
+            raise ValueError("The tracker does not share the concept model's ViT; see from_checkpoint.")
+        pixels, sizes = self.image_converter(image)
+        if len(sizes) != 1:
+            raise ValueError(f"Encode one image at a time; got {len(sizes)}.")
+        trunk = vision_encoder.backbone(pixels)
+        levels = vision_encoder.neck(trunk)
+        concept = SAM3ImageEncoding({k: ops.convert_to_numpy(levels[k]) for k in _VISION_KEYS}, sizes)
+        return concept, SAM3ImageFeatures(self.tracker.encode_trunk(trunk), sizes[0])
 
     def encode(self, image):
         """Runs the image encoder once for `image` (any size)."""

@@ -72,3 +72,29 @@ def test_bad_prompts_are_named(pair, kwargs, message):
     _, ours = pair
     with pytest.raises(ValueError, match=message):
         ours.segment(_image(), **kwargs)
+
+
+def test_one_vit_run_serves_concept_and_tracker_prompts(tmp_path, monkeypatch):
+    from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
+    from tests.models.tiny import toy_tokenizer
+
+    directory = ref_lib.make_reference_video_checkpoint(tmp_path / "ckpt", seed=10, text_vocab=514)
+    toy_tokenizer().save_assets(str(directory))
+    concept = SAM3PromptableConceptImageSegmenter.from_preset(str(directory))
+    visual = SAM3PromptableVisualImageSegmenter.from_checkpoint(str(directory), concept_segmenter=concept)
+    separate = SAM3PromptableVisualImageSegmenter.from_checkpoint(str(directory))
+    vit = concept.backbone.vision_encoder.backbone
+    assert visual.tracker.vision_encoder.backbone is vit  # one trunk, one copy of its weights
+
+    calls = []
+    original = type(vit).call
+    monkeypatch.setattr(type(vit), "call", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    image = _image()
+    concept_encoding, tracker_encoding = visual.encode_both(concept, image)
+    assert len(calls) == 1
+    clicked = visual.segment_encoded(tracker_encoding, points=[(45, 20)])
+    expected = separate.segment(image, points=[(45, 20)])
+    np.testing.assert_allclose(clicked["low_res_logits"], expected["low_res_logits"], atol=1e-4)
+    by_text = concept.segment_encoded(concept_encoding, ["a dog"], threshold=0.0)[0]
+    alone = concept.segment(image, prompts="a dog", threshold=0.0)[0]
+    np.testing.assert_allclose(by_text["scores"], alone["scores"], atol=1e-5)
