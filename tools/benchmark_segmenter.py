@@ -222,6 +222,7 @@ def main():
                 print(f"[{backend}] {peer} failed (exit {proc.returncode})", file=sys.stderr)
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
+            print(f"[{backend}] {peer}: {json.dumps(result)}", file=sys.stderr, flush=True)
             if result:
                 table["reference" if peer == "reference" else f"{peer}:{backend}"] = result
 
