@@ -37,6 +37,7 @@ def _is_keras_preset(preset):
 
 def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True, dtype=None):
     """`(SAM3Backbone, SAM3Tokenizer or None)` from any supported source."""
+    from keras_hub.src.utils.preset_utils import check_file_exists
     from keras_hub.src.utils.preset_utils import get_file
 
     from keras_sam3.convert.hf_to_keras import convert_backbone
@@ -57,10 +58,12 @@ def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True,
                 f"The Keras preset {preset!r} is built for {backbone.image_size} px; convert "
                 "the Hugging Face checkpoint to use another size."
             )
-        tokenizer = SAM3Tokenizer(
-            get_file(preset, f"{TOKENIZER_ASSETS}/vocab.json"),
-            get_file(preset, f"{TOKENIZER_ASSETS}/merges.txt"),
-        )
+        tokenizer = None  # a backbone-only preset: model-ready arrays only
+        if check_file_exists(preset, f"{TOKENIZER_ASSETS}/vocab.json"):
+            tokenizer = SAM3Tokenizer(
+                get_file(preset, f"{TOKENIZER_ASSETS}/vocab.json"),
+                get_file(preset, f"{TOKENIZER_ASSETS}/merges.txt"),
+            )
         return backbone, tokenizer
     directory = resolve_checkpoint(preset)
     backbone, _ = convert_backbone(directory, image_size, cls_without_boxes, dtype)

@@ -130,3 +130,12 @@ def test_registered_name_resolves_to_its_source(monkeypatch, hf_checkpoint):
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
         SAM3PromptableConceptImageSegmenter.from_preset("no_such_preset")
+
+
+def test_backbone_only_keras_preset_loads_without_a_tokenizer(tmp_path, keras_preset):
+    _, segmenter = keras_preset
+    segmenter.backbone.save_to_preset(str(tmp_path / "backbone_only"))
+    loaded = SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "backbone_only"))
+    assert loaded.preprocessor is None
+    with pytest.raises(ValueError, match="has no preprocessor"):
+        loaded.segment(np.zeros((8, 8, 3), "uint8"), prompts="a")

@@ -19,6 +19,14 @@ def video_checkpoint(tmp_path_factory):
 
 
 def test_command_line_converts_verifies_and_summarises(tmp_path, video_checkpoint):
+    import shutil
+
+    from tests.models.tiny import toy_tokenizer
+
+    source = tmp_path / "checkpoint"
+    shutil.copytree(video_checkpoint, source)
+    toy_tokenizer().save_assets(str(source))  # a checkpoint that ships its vocabulary
+    video_checkpoint = str(source)
     output = tmp_path / "preset"
     result = subprocess.run(
         [
@@ -41,6 +49,8 @@ def test_command_line_converts_verifies_and_summarises(tmp_path, video_checkpoin
     assert config["registered_name"] == "keras_sam3>SAM3Backbone"
     backbone = SAM3Backbone.from_preset(str(output))
     assert backbone.geometry_encoder.cls_without_boxes is False
+    assert "saved the tokenizer's vocabulary" in result.stdout
+    assert (output / "assets" / "tokenizer" / "vocab.json").exists()
 
 
 def test_preset_round_trip_gives_identical_outputs(tmp_path, video_checkpoint):
