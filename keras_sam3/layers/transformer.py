@@ -1,6 +1,7 @@
 import keras
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import MLP
 
 
@@ -53,16 +54,12 @@ class PreNormFusionBlock(keras.layers.Layer):
         self.activation = activation
         self.dropout_rate = dropout_rate
 
-        def norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name=name
-            )
 
-        self.layer_norm1 = norm("layer_norm1")
+        self.layer_norm1 = layer_norm("layer_norm1", layer_norm_epsilon, self.dtype_policy)
         self.self_attn = Attention(hidden_dim, num_heads, dtype=self.dtype_policy, name="self_attn")
-        self.layer_norm2 = norm("layer_norm2")
+        self.layer_norm2 = layer_norm("layer_norm2", layer_norm_epsilon, self.dtype_policy)
         self.cross_attn = Attention(hidden_dim, num_heads, dtype=self.dtype_policy, name="cross_attn")
-        self.layer_norm3 = norm("layer_norm3")
+        self.layer_norm3 = layer_norm("layer_norm3", layer_norm_epsilon, self.dtype_policy)
         self.mlp = MLP(
             hidden_dim, intermediate_dim, activation=activation, dtype=self.dtype_policy, name="mlp"
         )

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.mlp import StackedMLP
 from keras_sam3.layers.position_encoding import sine_encode
@@ -39,22 +40,18 @@ class DetrDecoderBlock(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         policy = self.dtype_policy
 
-        def norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name=name
-            )
 
         def attention(name):
             return Attention(hidden_dim, num_heads, dtype=policy, name=name)
 
         self.self_attn = attention("self_attn")
-        self.self_attn_layer_norm = norm("self_attn_layer_norm")
+        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.text_cross_attn = attention("text_cross_attn")
-        self.text_cross_attn_layer_norm = norm("text_cross_attn_layer_norm")
+        self.text_cross_attn_layer_norm = layer_norm("text_cross_attn_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.vision_cross_attn = attention("vision_cross_attn")
-        self.vision_cross_attn_layer_norm = norm("vision_cross_attn_layer_norm")
+        self.vision_cross_attn_layer_norm = layer_norm("vision_cross_attn_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.mlp = MLP(hidden_dim, intermediate_dim, activation="relu", dtype=policy, name="mlp")
-        self.mlp_layer_norm = norm("mlp_layer_norm")
+        self.mlp_layer_norm = layer_norm("mlp_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
 
     def build(self, *args, **kwargs):
@@ -161,10 +158,6 @@ class SAM3DetrDecoder(keras.layers.Layer):
         policy = self.dtype_policy
         d = hidden_dim
 
-        def norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name=name
-            )
 
         self.decoder_layers = [
             DetrDecoderBlock(
@@ -178,7 +171,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.output_layer_norm = norm("output_layer_norm")
+        self.output_layer_norm = layer_norm("output_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.box_head = StackedMLP(d, 4, num_layers=3, dtype=policy, name="box_head")
         self.query_embed = keras.layers.Embedding(num_queries, d, dtype=policy, name="query_embed")
         self.reference_points = keras.layers.Embedding(
@@ -186,7 +179,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
         )
         self.presence_token = keras.layers.Embedding(1, d, dtype=policy, name="presence_token")
         self.presence_head = StackedMLP(d, 1, num_layers=3, dtype=policy, name="presence_head")
-        self.presence_layer_norm = norm("presence_layer_norm")
+        self.presence_layer_norm = layer_norm("presence_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.ref_point_head = StackedMLP(d, d, num_layers=2, dtype=policy, name="ref_point_head")
         self.box_rpb_embed_x = StackedMLP(
             d, num_heads, num_layers=2, dtype=policy, name="box_rpb_embed_x"

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.position_encoding import sine_encode
 from keras_sam3.layers.transformer import PreNormFusionBlock
 from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
@@ -74,10 +75,6 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         policy = self.dtype_policy
 
-        def norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name=name
-            )
 
         self.label_embed = keras.layers.Embedding(2, hidden_dim, dtype=policy, name="label_embed")
         self.cls_embed = keras.layers.Embedding(1, hidden_dim, dtype=policy, name="cls_embed")
@@ -90,9 +87,9 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         self.boxes_pos_enc_project = keras.layers.Dense(
             hidden_dim, dtype=policy, name="boxes_pos_enc_project"
         )
-        self.vision_layer_norm = norm("vision_layer_norm")
+        self.vision_layer_norm = layer_norm("vision_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.final_proj = keras.layers.Dense(hidden_dim, dtype=policy, name="final_proj")
-        self.prompt_layer_norm = norm("prompt_layer_norm")
+        self.prompt_layer_norm = layer_norm("prompt_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.encoder_layers = [
             PreNormFusionBlock(
                 hidden_dim,
@@ -106,7 +103,7 @@ class SAM3GeometryEncoder(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.output_layer_norm = norm("output_layer_norm")
+        self.output_layer_norm = layer_norm("output_layer_norm", layer_norm_epsilon, self.dtype_policy)
 
     def build(self, boxes_shape, *args, **kwargs):
         d = self.hidden_dim

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import StackedMLP
 
 
@@ -15,10 +16,6 @@ def repeat_batch(x, times):
     shape = tuple(x.shape[1:])
     x = ops.broadcast_to(x[:, None], (ops.shape(x)[0], times) + shape)
     return ops.reshape(x, (-1,) + shape)
-
-
-def _norm(name, policy, epsilon=1e-5):
-    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=policy, name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -37,16 +34,16 @@ class TwoWayBlock(keras.layers.Layer):
         policy = self.dtype_policy
         inner = hidden_dim // downsample_rate
         self.self_attn = Attention(hidden_dim, num_heads, dtype=policy, name="self_attn")
-        self.layer_norm1 = _norm("layer_norm1", policy)
+        self.layer_norm1 = layer_norm("layer_norm1", 1e-5, policy)
         self.cross_attn_token_to_image = Attention(
             hidden_dim, num_heads, inner_dim=inner, dtype=policy, name="cross_attn_token_to_image"
         )
-        self.layer_norm2 = _norm("layer_norm2", policy)
+        self.layer_norm2 = layer_norm("layer_norm2", 1e-5, policy)
         self.mlp = StackedMLP(
             mlp_dim, hidden_dim, num_layers=2, layer_names=["proj_in", "proj_out"], dtype=policy, name="mlp"
         )
-        self.layer_norm3 = _norm("layer_norm3", policy)
-        self.layer_norm4 = _norm("layer_norm4", policy)
+        self.layer_norm3 = layer_norm("layer_norm3", 1e-5, policy)
+        self.layer_norm4 = layer_norm("layer_norm4", 1e-5, policy)
         self.cross_attn_image_to_token = Attention(
             hidden_dim, num_heads, inner_dim=inner, dtype=policy, name="cross_attn_image_to_token"
         )
@@ -116,7 +113,7 @@ class TwoWayTransformer(keras.layers.Layer):
             hidden_dim, num_heads, inner_dim=hidden_dim // downsample_rate, dtype=policy,
             name="final_attn_token_to_image",
         )
-        self.layer_norm_final_attn = _norm("layer_norm_final_attn", policy)
+        self.layer_norm_final_attn = layer_norm("layer_norm_final_attn", 1e-5, policy)
 
     def build(self, *args, **kwargs):
         tokens = (None, None, self.hidden_dim)
@@ -224,7 +221,7 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
             d, num_layers, num_heads, mlp_dim, downsample_rate, dtype=policy, name="transformer"
         )
         self.upscale_conv1 = keras.layers.Conv2DTranspose(d // 4, 2, strides=2, dtype=policy, name="upscale_conv1")
-        self.upscale_layer_norm = _norm("upscale_layer_norm", policy, epsilon=1e-6)
+        self.upscale_layer_norm = layer_norm("upscale_layer_norm", 1e-6, policy)
         self.upscale_conv2 = keras.layers.Conv2DTranspose(d // 8, 2, strides=2, dtype=policy, name="upscale_conv2")
         self.output_hypernetworks_mlps = [
             head(d, d // 8, 3, f"output_hypernetworks_mlps_{i}") for i in range(self.num_mask_tokens)
