@@ -132,6 +132,11 @@ class SAM3Backbone(Backbone):
         self.detr_decoder = detr_decoder
         self.scoring = scoring
         self.mask_decoder = mask_decoder
+        # Neck levels past the third feed nothing here (the reference computes
+        # and drops them too): their weights load with the checkpoint, but
+        # they get no gradient, so they do not train.
+        for level in vision_encoder.neck.fpn_layers[3:]:
+            level.trainable = False
 
         # === Functional model ===
         inputs = {

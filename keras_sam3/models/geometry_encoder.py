@@ -130,10 +130,16 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         scale = ops.convert_to_tensor([width, height, width, height], dtype=boxes.dtype)
         pixel_boxes = box_cxcywh_to_xyxy(boxes) * scale
         pooled = roi_align(self.vision_layer_norm(features), pixel_boxes, self.roi_size)
-        # (B, Nb, P, P, D) -> (B * Nb, P, P, D) -> conv -> (B, Nb, D)
+        # A P x P "valid" convolution over a P x P window is one matmul over
+        # the flattened window; written so, it also differentiates on every
+        # backend when there are no boxes (TensorFlow's conv filter gradient
+        # fails on an empty batch).
+        # (B, Nb, P, P, D) -> (B, Nb, P*P*D) @ (P*P*D, D) -> (B, Nb, D)
         batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
-        pooled = ops.reshape(pooled, (-1, self.roi_size, self.roi_size, d))
-        pooled = ops.reshape(self.boxes_pool_project(pooled), (batch, num_boxes, d))
+        pooled = ops.reshape(pooled, (batch, num_boxes, self.roi_size * self.roi_size * d))
+        project = self.boxes_pool_project
+        kernel = ops.reshape(ops.cast(project.kernel, pooled.dtype), (-1, d))
+        pooled = ops.matmul(pooled, kernel) + ops.cast(project.bias, pooled.dtype)
         embeddings = embeddings + pooled
 
         # [enc(cy), enc(cx), h, w] -> D.

@@ -84,10 +84,15 @@ class SAM3PromptableConceptImageSegmenter(Task):
         self.backbone = backbone
         self.preprocessor = preprocessor
         # === Functional model ===
+        # keras-hub's three outputs, plus the raw backbone outputs the
+        # training loss reads; `predict` returns only the former.
         inputs = backbone.input
-        super().__init__(inputs=inputs, outputs=task_outputs(backbone(inputs)), **kwargs)
+        raw = backbone(inputs)
+        super().__init__(inputs=inputs, outputs={**task_outputs(raw), **raw}, **kwargs)
+        self._inference_model = None
         self._image_model = None
         self._prompt_model = None
+        self._sam3_loss = None
 
     def get_config(self):
         # The preprocessor is host-side Python (its vocabulary travels as preset
@@ -165,9 +170,83 @@ class SAM3PromptableConceptImageSegmenter(Task):
         # `predict`), never inside keras-hub's tf.data pipeline.
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
+    def _inference(self):
+        if self._inference_model is None:
+            inputs = self.backbone.input
+            self._inference_model = keras.Model(inputs, task_outputs(self.backbone(inputs)))
+        return self._inference_model
+
     def predict(self, x, batch_size=None, **kwargs):
+        """keras-hub's `scores`, `boxes` and `masks` for raw or model-ready inputs."""
         inputs, _ = self._prepare(x)
-        return super().predict(inputs, batch_size=batch_size, **kwargs)
+        return self._inference().predict(inputs, batch_size=batch_size, **kwargs)
+
+    def predict_on_batch(self, x):
+        inputs, _ = self._prepare(x)
+        return self._inference().predict_on_batch(inputs)
+
+    # --- training --------------------------------------------------------
+    def compile(self, optimizer="auto", loss="auto", metrics=None, jit_compile="auto", **kwargs):
+        """Configures `fit`; by default with Meta's SAM 3 loss.
+
+        Args:
+            optimizer: `"auto"` is AdamW (learning rate 1e-4, weight decay
+                0.1, global gradient norm clipped to 1.0), or any Keras
+                optimizer.
+            loss: `"auto"` (or None) is `SAM3Loss()`; a `SAM3Loss` with other
+                weights; or any Keras loss over the task's outputs.
+            jit_compile: `"auto"` compiles on JAX and leaves TensorFlow's
+                `tf.function` without XLA (the matching calls scipy on the
+                host through `tf.numpy_function`, which XLA cannot hold).
+
+        Targets for `fit` (`y`), per batch row (one prompt): `boxes`
+        `(B, G, 4)` normalized xyxy, `masks` `(B, G, Hm, Wm)` 0 / 1 and
+        `valid` `(B, G)`; see `keras_sam3.losses.SAM3Loss`.
+        """
+        from keras_sam3.losses import SAM3Loss
+
+        if isinstance(optimizer, str) and optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.1, global_clipnorm=1.0)
+        if loss is None or (isinstance(loss, str) and loss == "auto"):
+            loss = SAM3Loss()
+        self._sam3_loss = loss if isinstance(loss, SAM3Loss) else None
+        if jit_compile == "auto" and self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
+            jit_compile = False
+        super().compile(
+            optimizer=optimizer,
+            loss=None if self._sam3_loss is not None else loss,
+            metrics=metrics,
+            jit_compile=jit_compile,
+            **kwargs,
+        )
+        if self._sam3_loss is not None:
+            # So that a saved, compiled model comes back with its loss.
+            self._compile_config.config["loss"] = self._sam3_loss
+
+    def fit(self, x=None, y=None, **kwargs):
+        """Keras' `fit` on model-ready inputs (for example a
+        `keras_sam3.data.SyntheticShapesDataset`, a `PyDataset`, a
+        `tf.data.Dataset`, a generator or arrays). keras-hub's tf.data
+        preprocessing path is bypassed: preprocessing is host-side Python."""
+        return keras.Model.fit(self, x, y, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        return keras.Model.evaluate(self, x, y, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self._sam3_loss is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if sample_weight is not None:
+            raise ValueError("SAM3Loss takes no sample weights; mark padding with y['valid'].")
+        loss = self._sam3_loss(y, y_pred)
+        for extra in self.losses:
+            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
+        return loss
+
+    def freeze_encoders(self, image=True, text=True):
+        """Freezes the image and / or text encoder (call `compile()` after)."""
+        self.backbone.vision_encoder.trainable = not image
+        self.backbone.text_encoder.trainable = not text
 
     def segment(
         self, images, prompts=None, boxes=None, box_labels=None, threshold=0.5, mask_threshold=0.5

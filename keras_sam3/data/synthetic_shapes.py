@@ -1,0 +1,203 @@
+"""A procedural concept-segmentation dataset: coloured shapes and noun phrases.
+
+Each scene is a noisy background with one to `max_objects` shapes (circle,
+square, triangle), each with a colour and a size class, never overlapping.
+Each sample pairs a scene with one prompt ("circle", "red square",
+"large blue triangle", ...) and *all* instances that match it; a share of
+prompts name concepts absent from the scene (negatives, no instances).
+
+Targets follow `SAM3PromptableConceptImageSegmenter`'s training format:
+`boxes` `(G, 4)` normalized xyxy, `masks` `(G, S, S)` 0 / 1 and `valid`
+`(G,)` 1 for real instances, padded to `max_objects`.
+
+Example:
+>>> scenes = ShapesGenerator(image_size=128, seed=0)
+>>> sample = scenes.sample()
+>>> sample["prompt"], sample["boxes"].shape
+('red circle', (1, 4))
+"""
+
+import keras
+import numpy as np
+
+from keras_sam3.models.tokenizer import SAM3Tokenizer
+from keras_sam3.models.tokenizer import vocabulary_from_merges
+
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 215, 40),
+    "white": (240, 240, 240),
+    "purple": (150, 60, 200),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": (0.045, 0.07), "large": (0.1, 0.15)}  # radius as a fraction of the side
+WORDS = tuple(COLORS) + SHAPES + tuple(SIZES) + ("visual",)
+
+
+def shapes_tokenizer(sequence_length=32):
+    """A CLIP-style BPE tokenizer whose merges spell this dataset's words.
+
+    Each word's letters merge left to right into one token where the merge
+    order allows it; any text still tokenizes (byte-level fallback).
+    """
+    merges = []
+    seen = set()
+    for word in sorted(WORDS, key=len, reverse=True):
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        current = symbols[0]
+        for symbol in symbols[1:]:
+            if (current, symbol) not in seen:
+                seen.add((current, symbol))
+                merges.append((current, symbol))
+            current = current + symbol
+    return SAM3Tokenizer(vocabulary_from_merges(merges), merges, sequence_length)
+
+
+def _shape_mask(shape, cx, cy, r, size):
+    y, x = np.mgrid[0:size, 0:size].astype("float32") + 0.5
+    if shape == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= r**2
+    if shape == "square":
+        half = r * 0.85
+        return (np.abs(x - cx) <= half) & (np.abs(y - cy) <= half)
+    # An upward triangle inscribed in the circle of radius r.
+    top, bottom = cy - r, cy + 0.5 * r
+    half_width = (y - top) / (bottom - top) * r * 0.866
+    return (y >= top) & (y <= bottom) & (np.abs(x - cx) <= half_width)
+
+
+def matches(obj, concept):
+    return all(obj[k] == v for k, v in concept.items())
+
+
+def phrase(concept):
+    return " ".join(concept[k] for k in ("size", "color", "shape") if k in concept)
+
+
+class ShapesGenerator:
+    """Scenes and prompts from a seeded random stream.
+
+    Args:
+        image_size: int. Square image side. Defaults to `128`.
+        max_objects: int. Most shapes per scene (and ground truths per
+            prompt). Defaults to `4`.
+        negative_rate: float. Share of prompts naming an absent concept.
+            Defaults to `0.25`.
+        seed: int. Defaults to `0`.
+    """
+
+    def __init__(self, image_size=128, max_objects=4, negative_rate=0.25, seed=0):
+        self.image_size = image_size
+        self.max_objects = max_objects
+        self.negative_rate = negative_rate
+        self.rng = np.random.default_rng(seed)
+
+    def scene(self):
+        """`(image uint8 (S, S, 3), objects)`; objects carry their mask."""
+        rng, size = self.rng, self.image_size
+        base = rng.uniform(0, 90, 3)
+        image = base + rng.normal(0, 8, (size, size, 3))
+        objects = []
+        count = rng.integers(1, self.max_objects + 1)
+        for _ in range(50 * count):
+            if len(objects) == count:
+                break
+            size_name = str(rng.choice(list(SIZES)))
+            r = rng.uniform(*SIZES[size_name]) * size
+            cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+            if any((cx - o["cx"]) ** 2 + (cy - o["cy"]) ** 2 < (r + o["r"] + 2) ** 2 for o in objects):
+                continue
+            shape = str(rng.choice(SHAPES))
+            color = str(rng.choice(list(COLORS)))
+            mask = _shape_mask(shape, cx, cy, r, size)
+            objects.append(dict(shape=shape, color=color, size=size_name, cx=cx, cy=cy, r=r, mask=mask))
+        for obj in objects:
+            shade = np.asarray(COLORS[obj["color"]]) + rng.normal(0, 10, 3)
+            image[obj["mask"]] = shade + rng.normal(0, 6, (int(obj["mask"].sum()), 3))
+        return np.clip(image, 0, 255).astype("uint8"), objects
+
+    def concept(self, objects):
+        """A prompt concept: of a present object, or (sometimes) an absent one."""
+        rng = self.rng
+        keys = [("shape",), ("color", "shape"), ("size", "shape"), ("size", "color", "shape")]
+        if rng.uniform() < self.negative_rate:
+            for _ in range(100):
+                concept = {
+                    "shape": str(rng.choice(SHAPES)),
+                    "color": str(rng.choice(list(COLORS))),
+                    "size": str(rng.choice(list(SIZES))),
+                }
+                concept = {k: concept[k] for k in keys[rng.integers(len(keys))]}
+                if not any(matches(o, concept) for o in objects):
+                    return concept
+        obj = objects[rng.integers(len(objects))]
+        return {k: obj[k] for k in keys[rng.integers(len(keys))]}
+
+    def sample(self):
+        """One (scene, prompt) pair with every matching instance."""
+        image, objects = self.scene()
+        concept = self.concept(objects)
+        found = [o for o in objects if matches(o, concept)]
+        boxes, masks = [], []
+        for obj in found:
+            ys, xs = np.nonzero(obj["mask"])
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            masks.append(obj["mask"])
+        return {
+            "image": image,
+            "prompt": phrase(concept),
+            "boxes": np.asarray(boxes, "float32").reshape(-1, 4),  # pixel xyxy
+            "masks": np.asarray(masks, bool).reshape(-1, self.image_size, self.image_size),
+            "objects": [{k: o[k] for k in ("shape", "color", "size")} for o in objects],
+        }
+
+
+def collate(samples, preprocessor, max_objects):
+    """Samples -> `(x, y)`: model inputs and padded training targets."""
+    x, _ = preprocessor([s["image"] for s in samples], [s["prompt"] for s in samples])
+    size = samples[0]["image"].shape[0]
+    batch = len(samples)
+    boxes = np.zeros((batch, max_objects, 4), "float32")
+    masks = np.zeros((batch, max_objects, size, size), "float32")
+    valid = np.zeros((batch, max_objects), "float32")
+    for i, s in enumerate(samples):
+        n = len(s["boxes"])
+        boxes[i, :n] = s["boxes"] / size
+        masks[i, :n] = s["masks"]
+        valid[i, :n] = 1.0
+    return x, {"boxes": boxes, "masks": masks, "valid": valid}
+
+
+class SyntheticShapesDataset(keras.utils.PyDataset):
+    """Batches of `(x, y)` for `fit`, generated on the fly and reproducible.
+
+    Batch `i` is a function of `(seed, i)` only, so epochs repeat exactly and
+    a held-out set is another seed.
+
+    Args:
+        preprocessor: `SAM3PromptableConceptImageSegmenterPreprocessor` whose
+            image converter has the generator's `image_size`.
+        batch_size: int. Defaults to `8`.
+        steps: int. Batches per epoch. Defaults to `100`.
+        seed: int. Defaults to `0`.
+        **generator_kwargs: passed to `ShapesGenerator`.
+    """
+
+    def __init__(self, preprocessor, batch_size=8, steps=100, seed=0, **generator_kwargs):
+        super().__init__()
+        self.preprocessor = preprocessor
+        self.batch_size = batch_size
+        self.steps = steps
+        self.seed = seed
+        self.generator_kwargs = generator_kwargs
+        self.max_objects = generator_kwargs.get("max_objects", 4)
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        generator = ShapesGenerator(seed=(self.seed, index), **self.generator_kwargs)
+        samples = [generator.sample() for _ in range(self.batch_size)]
+        return collate(samples, self.preprocessor, self.max_objects)

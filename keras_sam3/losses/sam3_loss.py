@@ -1,0 +1,263 @@
+"""`SAM3Loss`: Meta's SAM 3 image-training objective, in `keras.ops`.
+
+Every batch row is one prompt (an image with a noun phrase and/or box
+exemplars) with all of its ground-truth instances. Per prompt and per
+decoder layer, queries are matched one-to-one to the ground truths by the
+Hungarian algorithm on
+
+    cost = 2 * class_cost + 5 * L1(cxcywh) + 2 * (-GIoU),
+    class_cost(p) = -0.25 (1 - p)^2 log p + 0.75 p^2 log(1 - p),
+
+(no presence term; prompts without ground truth match nothing). Then:
+
+- classification, every layer: IoU-aware BCE. A matched query's target is
+  `max(p^0.25 * IoU^0.75, 0.01)` (box IoU, no gradient), weighted by
+  `positive_weight`; an unmatched query's loss is `p^2 * BCE(logit, 0)`.
+  Prompts without ground truth get none (presence covers them). Mean over
+  `B * max(Q, pad_num_queries)`. Weight 20.
+- presence, every layer: `0.5 * mean BCE(presence_logit, has_ground_truth)`.
+  Weight 20.
+- boxes, every layer: L1 on normalized cxcywh (weight 5) and `1 - GIoU` on
+  xyxy (weight 2), summed over matches and divided by `N`, the number of
+  ground truths in the batch (at least 1).
+- masks, last layer, matched queries: the logits upsampled bilinearly to
+  the target size; focal (alpha 0.25, gamma 2; mean over pixels, weight 200)
+  and dice (+1 smoothing, weight 10), summed over matches, divided by `N`.
+- semantic segmentation: the union of a prompt's masks; focal (alpha 0.6,
+  gamma 2, weight 20) and dice (weight 30), averaged over prompts with a
+  non-empty union.
+- the total is multiplied by `sqrt(B)` (Meta's `scale_by_find_batch_size`).
+
+Facts from facebookresearch/sam3 (`sam3/train/matcher.py`
+`BinaryHungarianMatcherV2`, `sam3/train/loss/loss_fns.py` `IABCEMdetr`,
+`Boxes`, `Masks`, `SemanticSegCriterion`; weights of its released
+configurations, `positive_weight` 10 as in the Roboflow-100VL one). Meta's
+one-to-many (DAC) query branch is not built here.
+
+Targets (`y`), a dict:
+    boxes: `(B, G, 4)` normalized xyxy (of the model's square input).
+    masks: `(B, G, Hm, Wm)` 0 / 1, any resolution (`Hm = Wm = image_size`
+        matches Meta); optional when `mask_weight = dice_weight = 0` and
+        the semantic weights are 0.
+    valid: `(B, G)` 1 for a real instance, 0 for padding. A prompt with no
+        valid instance is a negative (its concept is absent).
+"""
+
+import keras
+from keras import ops
+
+from keras_sam3.ops.boxes import box_iou_and_giou
+from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
+from keras_sam3.ops.matching import hungarian_match
+
+
+def _bce(logits, targets):
+    """Binary cross-entropy with logits, elementwise, stable."""
+    return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def _focal(logits, targets, alpha, gamma):
+    p = ops.sigmoid(logits)
+    p_t = p * targets + (1.0 - p) * (1.0 - targets)
+    alpha_t = alpha * targets + (1.0 - alpha) * (1.0 - targets)
+    return alpha_t * (1.0 - p_t) ** gamma * _bce(logits, targets)
+
+
+def _dice(logits, targets):
+    """`(n, P)` logits and targets -> `(n,)` dice losses, +1 smoothed."""
+    p = ops.sigmoid(logits)
+    numerator = 2.0 * ops.sum(p * targets, axis=-1) + 1.0
+    return 1.0 - numerator / (ops.sum(p, axis=-1) + ops.sum(targets, axis=-1) + 1.0)
+
+
+def _resize(masks, size):
+    """`(B, n, h, w)` -> `(B, n, H, W)`, bilinear with half-pixel centres."""
+    if tuple(masks.shape[2:]) == tuple(size):
+        return masks
+    batch, count, h, w = ops.shape(masks)
+    # (B, n, h, w) -> (B*n, h, w, 1)
+    flat = ops.reshape(masks, (-1, h, w, 1))
+    flat = ops.image.resize(flat, size, interpolation="bilinear", antialias=False)
+    return ops.reshape(flat, (batch, count, size[0], size[1]))
+
+
+@keras.saving.register_keras_serializable(package="keras_sam3")
+class SAM3Loss:
+    """Meta's SAM 3 training loss; every weight is an argument.
+
+    Args:
+        cost_class, cost_bbox, cost_giou: matching cost weights.
+            Default `2.0`, `5.0`, `2.0`.
+        class_weight: IoU-aware classification. Defaults to `20.0`.
+        positive_weight: weight of matched queries in it. Defaults to `10.0`.
+        iou_alpha: target blend `p^a * IoU^(1-a)`. Defaults to `0.25`.
+        negative_gamma: modulation `p^g` of unmatched queries. Defaults to `2.0`.
+        pad_num_queries: the mean divides by `B * max(Q, this)`. Defaults to
+            `200` (Meta's query count).
+        presence_weight: Defaults to `20.0`.
+        bbox_weight, giou_weight: Default `5.0`, `2.0`.
+        mask_weight, dice_weight: Default `200.0`, `10.0`.
+        semantic_weight, semantic_dice_weight: Default `20.0`, `30.0`.
+        aux_layers: bool. Class, presence and box losses on every decoder
+            layer (each matched on its own). Defaults to `True`.
+        scale_by_batch_size: bool. Multiply by `sqrt(B)`. Defaults to `True`.
+    """
+
+    def __init__(
+        self,
+        cost_class=2.0,
+        cost_bbox=5.0,
+        cost_giou=2.0,
+        class_weight=20.0,
+        positive_weight=10.0,
+        iou_alpha=0.25,
+        negative_gamma=2.0,
+        pad_num_queries=200,
+        presence_weight=20.0,
+        bbox_weight=5.0,
+        giou_weight=2.0,
+        mask_weight=200.0,
+        dice_weight=10.0,
+        semantic_weight=20.0,
+        semantic_dice_weight=30.0,
+        aux_layers=True,
+        scale_by_batch_size=True,
+    ):
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        for name, value in self.config.items():
+            setattr(self, name, value)
+
+    def get_config(self):
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # --- matching ----------------------------------------------------------
+    def matching_cost(self, logits, boxes_xyxy, gt_xyxy):
+        """`(B, Q)` logits, `(B, Q, 4)` and `(B, G, 4)` xyxy -> `(B, Q, G)`."""
+        log_p = -ops.softplus(-logits)
+        log_1mp = -ops.softplus(logits)
+        p = ops.sigmoid(logits)
+        class_cost = -0.25 * (1.0 - p) ** 2 * log_p + 0.75 * p**2 * log_1mp  # (B, Q)
+        pred = box_xyxy_to_cxcywh(boxes_xyxy)
+        gt = box_xyxy_to_cxcywh(gt_xyxy)
+        # (B, Q, 1, 4) - (B, 1, G, 4) -> (B, Q, G)
+        l1 = ops.sum(ops.abs(pred[:, :, None] - gt[:, None]), axis=-1)
+        _, giou = box_iou_and_giou(boxes_xyxy[:, :, None], gt_xyxy[:, None])
+        return self.cost_class * class_cost[:, :, None] + self.cost_bbox * l1 - self.cost_giou * giou
+
+    def match(self, logits, boxes_xyxy, gt_xyxy, valid):
+        """One-hot assignment `(B, G, Q)` (zero rows for padding)."""
+        cost = self.matching_cost(logits, boxes_xyxy, gt_xyxy)
+        index = hungarian_match(cost, valid)  # (B, G), -1 where unmatched
+        matched = ops.cast(index >= 0, logits.dtype)
+        return ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype) * matched[..., None]
+
+    # --- terms -------------------------------------------------------------
+    def _layer_terms(self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes):
+        """Class, presence and box losses of one decoder layer."""
+        assignment = self.match(logits, boxes_xyxy, gt_xyxy, valid)  # (B, G, Q)
+        # (B, G, Q) x (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
+        matched_boxes = ops.einsum("bgq,bqc->bgc", assignment, boxes_xyxy)
+        is_matched = ops.sum(assignment, axis=-1)  # (B, G)
+        iou, giou = box_iou_and_giou(matched_boxes, gt_xyxy)
+        l1 = ops.sum(ops.abs(box_xyxy_to_cxcywh(matched_boxes) - box_xyxy_to_cxcywh(gt_xyxy)), -1)
+        terms = {
+            "bbox": ops.sum(l1 * is_matched) / num_boxes,
+            "giou": ops.sum((1.0 - giou) * is_matched) / num_boxes,
+        }
+
+        # IoU-aware classification: soft targets on matched queries.
+        positive = ops.sum(assignment, axis=1)  # (B, Q)
+        query_iou = ops.stop_gradient(ops.einsum("bgq,bg->bq", assignment, iou))
+        p = ops.sigmoid(logits)
+        target = ops.maximum(
+            ops.stop_gradient(p) ** self.iou_alpha * query_iou ** (1.0 - self.iou_alpha), 0.01
+        )
+        positive_loss = self.positive_weight * _bce(logits, target)
+        negative_loss = p**self.negative_gamma * _bce(logits, ops.zeros_like(logits))
+        per_query = positive * positive_loss + (1.0 - positive) * negative_loss
+        per_query = per_query * has_gt[:, None]
+        denominator = ops.cast(ops.shape(logits)[0], logits.dtype) * float(
+            max(logits.shape[-1], self.pad_num_queries)
+        )
+        terms["class"] = ops.sum(per_query) / denominator
+        terms["presence"] = 0.5 * ops.mean(_bce(presence[:, 0], has_gt))
+        return terms, assignment
+
+    def __call__(self, y_true, y_pred):
+        return self.compute(y_true, y_pred)["total"]
+
+    def compute(self, y_true, y_pred):
+        """All terms: a dict of scalars, weighted, with their sum as `total`."""
+        gt_xyxy = ops.cast(y_true["boxes"], "float32")
+        valid = ops.cast(y_true["valid"], "float32")
+        has_gt = ops.cast(ops.sum(valid, axis=-1) > 0, "float32")  # (B,)
+        num_boxes = ops.maximum(ops.sum(valid), 1.0)
+        all_logits = ops.cast(y_pred["all_pred_logits"], "float32")  # (B, L, Q)
+        all_boxes = ops.cast(y_pred["all_pred_boxes"], "float32")  # (B, L, Q, 4)
+        all_presence = ops.cast(y_pred["all_presence_logits"], "float32")  # (B, L, 1)
+        num_layers = all_logits.shape[1]
+        layers = range(num_layers) if self.aux_layers else [num_layers - 1]
+
+        totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
+        for layer in layers:
+            terms, assignment = self._layer_terms(
+                all_logits[:, layer],
+                all_boxes[:, layer],
+                all_presence[:, layer],
+                gt_xyxy,
+                valid,
+                has_gt,
+                num_boxes,
+            )
+            for name in totals:
+                totals[name] = totals[name] + terms[name]
+        weighted = {
+            "class": self.class_weight * totals["class"],
+            "presence": self.presence_weight * totals["presence"],
+            "bbox": self.bbox_weight * totals["bbox"],
+            "giou": self.giou_weight * totals["giou"],
+        }
+        if self.mask_weight or self.dice_weight or self.semantic_weight or self.semantic_dice_weight:
+            if "masks" not in y_true:
+                raise ValueError("Mask losses are on but the targets have no 'masks'; set their weights to 0.")
+            weighted.update(self._mask_terms(y_true, y_pred, assignment, valid, num_boxes))
+        total = ops.sum(ops.stack(list(weighted.values())))
+        if self.scale_by_batch_size:
+            total = total * ops.sqrt(ops.cast(ops.shape(all_logits)[0], "float32"))
+        weighted["total"] = total
+        return weighted
+
+    def _mask_terms(self, y_true, y_pred, assignment, valid, num_boxes):
+        gt_masks = ops.cast(y_true["masks"], "float32")  # (B, G, Hm, Wm)
+        size = tuple(gt_masks.shape[2:])
+        pred_masks = ops.cast(y_pred["pred_masks"], "float32")  # (B, Q, h, w)
+        # (B, G, Q) x (B, Q, h, w) -> (B, G, h, w): the last layer's matches
+        matched = _resize(ops.einsum("bgq,bqhw->bghw", assignment, pred_masks), size)
+        is_matched = ops.sum(assignment, axis=-1)  # (B, G)
+        batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
+        logits = ops.reshape(matched, (batch, count, -1))
+        targets = ops.reshape(gt_masks, (batch, count, -1))
+        focal = ops.mean(_focal(logits, targets, 0.25, 2.0), axis=-1)
+        dice = _dice(logits, targets)
+        terms = {
+            "mask": self.mask_weight * ops.sum(focal * is_matched) / num_boxes,
+            "dice": self.dice_weight * ops.sum(dice * is_matched) / num_boxes,
+        }
+
+        # Semantic segmentation against the union of the prompt's instances.
+        union = ops.max(gt_masks * valid[:, :, None, None], axis=1)  # (B, Hm, Wm)
+        semantic = ops.cast(y_pred["semantic_seg"], "float32")[..., 0][:, None]  # (B, 1, h, w)
+        semantic = ops.reshape(_resize(semantic, size), (batch, -1))
+        union = ops.reshape(union, (batch, -1))
+        positive = ops.cast(ops.sum(union, axis=-1) > 0, "float32")
+        count_positive = ops.sum(positive) + 1e-6
+        semantic_focal = ops.mean(_focal(semantic, union, 0.6, 2.0), axis=-1)
+        terms["semantic"] = self.semantic_weight * ops.sum(semantic_focal * positive) / count_positive
+        terms["semantic_dice"] = (
+            self.semantic_dice_weight * ops.sum(_dice(semantic, union) * positive) / count_positive
+        )
+        return terms

@@ -1,0 +1,76 @@
+"""Exact one-to-one (Hungarian) matching that runs inside compiled train steps.
+
+The assignment itself is `scipy.optimize.linear_sum_assignment` on the host,
+reached from each backend's compiled step through its own host-call
+mechanism: `jax.pure_callback` under `jit`, `tf.numpy_function` under
+`tf.function`, a plain call on PyTorch (whose train step runs eagerly). The
+result is exactly scipy's, ties included, on every backend.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def match_numpy(cost, valid):
+    """Per-sample Hungarian matching of queries to valid ground truths.
+
+    Args:
+        cost: `(B, Q, G)` float array; finite on valid columns.
+        valid: `(B, G)` bool array; invalid (padding) columns are ignored.
+
+    Returns:
+        `(B, G)` int32: the query assigned to each ground truth, `-1` for
+        padding columns. When `G_valid > Q` only `Q` ground truths get a
+        query; the others are `-1` too.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.asarray(cost, "float64")
+    valid = np.asarray(valid).astype(bool)
+    if cost.ndim != 3 or valid.shape != (cost.shape[0], cost.shape[2]):
+        raise ValueError(f"cost must be (B, Q, G) and valid (B, G); got {cost.shape}, {valid.shape}.")
+    result = np.full(valid.shape, -1, "int32")
+    for b in range(cost.shape[0]):
+        columns = np.flatnonzero(valid[b])
+        if len(columns) == 0:
+            continue
+        block = cost[b][:, columns]
+        if not np.all(np.isfinite(block)):
+            raise ValueError("The matching cost is not finite (NaN or inf in the predictions?).")
+        rows, cols = linear_sum_assignment(block)
+        result[b, columns[cols]] = rows
+    return result
+
+
+def hungarian_match(cost, valid):
+    """`match_numpy` on backend tensors, usable inside `fit`'s compiled step.
+
+    Args:
+        cost: `(B, Q, G)` tensor (no gradient flows through the matching).
+        valid: `(B, G)` bool or 0/1 tensor.
+
+    Returns:
+        `(B, G)` int32 tensor: the matched query per ground truth, -1 where
+        there is none.
+    """
+    cost = ops.stop_gradient(ops.cast(cost, "float32"))
+    valid = ops.cast(valid, "bool")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        shape = jax.ShapeDtypeStruct((cost.shape[0], cost.shape[2]), np.int32)
+        return jax.pure_callback(match_numpy, shape, cost, valid)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        result = tf.numpy_function(match_numpy, [cost, valid], tf.int32, stateful=False)
+        result.set_shape((cost.shape[0], cost.shape[2]))
+        return result
+    if backend == "torch":
+        import torch
+
+        result = match_numpy(cost.detach().cpu().numpy(), valid.detach().cpu().numpy())
+        return torch.as_tensor(result, device=cost.device)
+    return ops.convert_to_tensor(match_numpy(ops.convert_to_numpy(cost), ops.convert_to_numpy(valid)))
