@@ -161,6 +161,10 @@ class SAM3Backbone(Backbone):
         # === Config ===
         self.image_size = image_size
 
+    def default_lora_layer_names(self):
+        """keras-hub's `enable_lora(rank)` targets every attention's query and value."""
+        return ["q_proj", "v_proj"]
+
     def get_config(self):
         config = super().get_config()
         config["image_size"] = self.image_size

@@ -1,0 +1,72 @@
+"""Hungarian matching equals scipy's, inside each backend's compiled function."""
+
+import keras
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from keras_sam3.ops.matching import hungarian_match
+from keras_sam3.ops.matching import match_numpy
+
+
+def compiled(fn):
+    """`fn` as the backend's train step compiles it (torch's runs eagerly)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    return fn
+
+
+def scipy_reference(cost, valid):
+    result = np.full(valid.shape, -1)
+    for b in range(cost.shape[0]):
+        columns = np.flatnonzero(valid[b])
+        if len(columns):
+            rows, cols = linear_sum_assignment(cost[b][:, columns])
+            result[b, columns[cols]] = rows
+    return result
+
+
+def cases():
+    rng = np.random.default_rng(0)
+    random = rng.normal(size=(3, 7, 4))
+    tied = rng.integers(0, 3, size=(3, 6, 5)).astype("float64")  # many equal costs
+    wide = rng.uniform(size=(2, 3, 5))  # more ground truths than queries
+    valid = rng.uniform(size=(3, 4)) < 0.7
+    valid[0] = False  # a prompt without ground truth
+    return [
+        (random, np.ones((3, 4), bool)),
+        (random, valid),
+        (tied, np.ones((3, 5), bool)),
+        (np.zeros((2, 4, 3)), np.ones((2, 3), bool)),  # all tied
+        (wide, np.ones((2, 5), bool)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_equals_scipy_inside_a_compiled_function(case):
+    cost, valid = cases()[case]
+    expected = scipy_reference(cost, valid)
+    np.testing.assert_array_equal(match_numpy(cost, valid), expected)
+    fn = compiled(lambda c, v: hungarian_match(c, v))
+    result = fn(keras.ops.convert_to_tensor(cost, "float32"), keras.ops.convert_to_tensor(valid))
+    # float32 on device vs float64 here: the random costs have no near-ties.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(result), expected)
+
+
+def test_more_ground_truths_than_queries_leave_some_unmatched():
+    result = match_numpy(np.random.default_rng(1).uniform(size=(1, 2, 4)), np.ones((1, 4), bool))
+    assert sorted(result[0][result[0] >= 0].tolist()) == [0, 1] and (result[0] == -1).sum() == 2
+
+
+def test_non_finite_cost_is_an_error():
+    cost = np.zeros((1, 2, 2))
+    cost[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        match_numpy(cost, np.ones((1, 2), bool))
