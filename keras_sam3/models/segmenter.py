@@ -223,6 +223,15 @@ class SAM3PromptableConceptImageSegmenter(Task):
             # So that a saved, compiled model comes back with its loss.
             self._compile_config.config["loss"] = self._sam3_loss
 
+    def compile_from_config(self, config):
+        # keras.saving.load_model restores the optimizer (and its state) and
+        # the loss through this; keras skips it when `compile` is overridden.
+        from keras.saving import deserialize_keras_object
+
+        self.compile(**deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, **kwargs):
         """Keras' `fit` on model-ready inputs (for example a
         `keras_sam3.data.SyntheticShapesDataset`, a `PyDataset`, a

@@ -1,0 +1,160 @@
+"""`fit` with SAM3Loss on the tiny configuration, on every backend."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sam3 import SAM3ImageConverter
+from keras_sam3 import SAM3PromptableConceptImageSegmenter
+from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor
+from keras_sam3.data.synthetic_shapes import ShapesGenerator
+from keras_sam3.data.synthetic_shapes import collate
+from keras_sam3.data.synthetic_shapes import shapes_tokenizer
+from keras_sam3.losses import SAM3Loss
+from tests.models.tiny import IMAGE_SIZE
+from tests.models.tiny import tiny_backbone
+
+
+def training_segmenter():
+    keras.utils.set_random_seed(0)
+    tokenizer = shapes_tokenizer()
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(tokenizer, SAM3ImageConverter(IMAGE_SIZE))
+    backbone = tiny_backbone(vocabulary_size=tokenizer.vocabulary_size)
+    return SAM3PromptableConceptImageSegmenter(backbone=backbone, preprocessor=preprocessor)
+
+
+def training_batch(segmenter, batch_size=4, with_boxes=True):
+    """Text prompts, plus (optionally) each prompt's first instance as a box exemplar."""
+    generator = ShapesGenerator(image_size=IMAGE_SIZE, seed=3)
+    samples = [generator.sample() for _ in range(batch_size)]
+    while all(len(s["boxes"]) for s in samples):  # keep one absent-concept prompt
+        samples[-1] = generator.sample()
+    x, y = collate(samples, segmenter.preprocessor, max_objects=4)
+    if with_boxes:
+        boxes = [s["boxes"][:1] for s in samples]
+        x, _ = segmenter.preprocessor(
+            [s["image"] for s in samples], [s["prompt"] for s in samples], boxes=boxes
+        )
+    return x, y
+
+
+def compile_for_test(segmenter, learning_rate=1e-3):
+    segmenter.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=SAM3Loss(pad_num_queries=5))
+
+
+def loss_value(segmenter, x, y):
+    y_pred = segmenter(x, training=False)
+    return float(segmenter._sam3_loss({k: ops.convert_to_tensor(v) for k, v in y.items()}, y_pred))
+
+
+def gradients(model, x, y):
+    """Gradients of SAM3Loss for every trainable variable, per backend."""
+    loss_fn = model._sam3_loss
+    y = {k: ops.convert_to_tensor(v) for k, v in y.items()}
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def f(values):
+            y_pred, _ = model.stateless_call(values, non_trainable, x, training=True)
+            return loss_fn(y, y_pred)
+
+        return [np.asarray(g) for g in jax.grad(f)(trainable)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        return [None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in grads]
+    loss = loss_fn(y, model(x, training=True))
+    loss.backward()
+    return [v.value.grad.detach().cpu().numpy() for v in model.trainable_variables]
+
+
+def test_gradients_reach_every_trainable_variable():
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    grads = gradients(segmenter, x, y)
+    names = [v.path for v in segmenter.trainable_variables]
+    assert len(names) > 100
+    dead = [n for n, g in zip(names, grads) if g is None or not np.any(g)]
+    assert dead == [], f"no gradient for {dead}"
+    assert all(np.all(np.isfinite(g)) for g in grads if g is not None)
+    # The one neck level the concept model does not read is not trainable.
+    assert not any("fpn_layers_3" in n for n in names)
+
+
+def test_fit_lowers_the_loss():
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    before = loss_value(segmenter, x, y)
+    history = segmenter.fit(x, y, batch_size=4, epochs=6, verbose=0)
+    after = loss_value(segmenter, x, y)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert after < 0.9 * before, (before, after)
+
+
+def test_freezing_the_encoders_takes_one_line():
+    segmenter = training_segmenter()
+    segmenter.freeze_encoders()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    encoders = segmenter.backbone.vision_encoder.weights + segmenter.backbone.text_encoder.weights
+    frozen_before = [np.array(v) for v in encoders]
+    head = segmenter.backbone.detr_decoder.weights
+    head_before = [np.array(v) for v in head]
+    segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(np.array_equal(a, np.array(v)) for a, v in zip(frozen_before, encoders))
+    assert any(not np.array_equal(a, np.array(v)) for a, v in zip(head_before, head))
+
+
+def test_save_load_and_continue_training(tmp_path):
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    segmenter.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    path = str(tmp_path / "segmenter.keras")
+    segmenter.save(path)
+    restored = keras.saving.load_model(path)
+    # Without dropout the two continuations must agree step for step.
+    for model in (segmenter, restored):
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+        model.train_function = None  # retrace without dropout
+    np.testing.assert_allclose(loss_value(segmenter, x, y), loss_value(restored, x, y), rtol=1e-6)
+    assert isinstance(restored._sam3_loss, SAM3Loss)
+    assert int(restored.optimizer.iterations) == int(segmenter.optimizer.iterations) == 2
+    segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    restored.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for a, b in zip(segmenter.trainable_variables, restored.trainable_variables):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5, err_msg=a.path)
+
+
+def test_lora_trains_only_the_adapters():
+    segmenter = training_segmenter()
+    segmenter.backbone.enable_lora(2)
+    compile_for_test(segmenter)
+    names = [v.path for v in segmenter.trainable_variables]
+    # Keras' Dense.enable_lora freezes the kernel and keeps the bias trainable.
+    assert names and all("lora" in n or n.endswith(("q_proj/bias", "v_proj/bias")) for n in names)
+    assert any("lora" in n for n in names)
+    assert any("q_proj" in n for n in names) and any("v_proj" in n for n in names)
+    x, y = training_batch(segmenter)
+    history = segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_sample_weights_are_refused():
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    with pytest.raises(ValueError, match="sample weights"):
+        segmenter.fit(x, y, sample_weight=np.ones(4), batch_size=4, epochs=1, verbose=0)
