@@ -24,9 +24,18 @@ def list_presets():
 
 
 def resolve_preset_name(preset):
-    """A registered name's source; anything else unchanged."""
+    """A registered name's source; anything else unchanged.
+
+    A source that is a relative path names a preset shipped in `presets/`
+    (the embedded models).
+    """
     presets = list_presets()
-    return presets[preset]["source"] if preset in presets else preset
+    if preset not in presets:
+        return preset
+    source = presets[preset]["source"]
+    if "://" not in source and not os.path.isabs(source):
+        source = os.path.join(PRESETS_DIR, source)
+    return source
 
 
 def _is_keras_preset(preset):
@@ -63,6 +72,7 @@ def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True,
             tokenizer = SAM3Tokenizer(
                 get_file(preset, f"{TOKENIZER_ASSETS}/vocab.json"),
                 get_file(preset, f"{TOKENIZER_ASSETS}/merges.txt"),
+                sequence_length=backbone.text_encoder.max_sequence_length,
             )
         return backbone, tokenizer
     directory = resolve_checkpoint(preset)
