@@ -6,10 +6,12 @@ dot-product scoring, mask decoder) at reduced widths and depths, trained
 with `fit` and Meta's loss on `keras_sam3.data.SyntheticShapesDataset`, then
 saved as a Keras preset (weights + tokenizer vocabulary).
 
-    KERAS_BACKEND=jax python tools/train_embedded.py --minutes 55 --output presets/sam3_shapes
+    KERAS_BACKEND=torch python tools/train_embedded.py --minutes 62 --max-steps 4000 --output presets/sam3_shapes
 
-Reproduces the shipped preset (same seeds; CPU timing decides the number
-of steps, printed at the end). Evaluate with `tools/evaluate_embedded.py`.
+The learning-rate schedule spans `--max-steps`; the time budget may stop
+training earlier (the step count is printed and saved in the preset's
+`training.json`). `--stop-after N --minutes 1000` reproduces such a run
+step for step on any machine. Evaluate with `tools/evaluate_embedded.py`.
 """
 
 import argparse
@@ -88,8 +90,9 @@ def build_segmenter():
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after `minutes`; logs the loss every `every` steps."""
 
-    def __init__(self, minutes, every=25):
+    def __init__(self, minutes, every=25, stop_after=None):
         super().__init__()
+        self.stop_after = stop_after
         self.deadline = time.time() + 60 * minutes
         self.every = every
         self.steps = 0
@@ -100,7 +103,7 @@ class TimeBudget(keras.callbacks.Callback):
         if self.steps % self.every == 0:
             rate = (time.time() - self.start) / self.steps
             print(f"step {self.steps}: loss {logs['loss']:.3f} ({rate:.2f} s/step)", flush=True)
-        if time.time() > self.deadline:
+        if time.time() > self.deadline or (self.stop_after and self.steps >= self.stop_after):
             self.model.stop_training = True
 
 
@@ -109,6 +112,11 @@ def main():
     parser.add_argument("--output", default="presets/sam3_shapes")
     parser.add_argument("--minutes", type=float, default=55.0)
     parser.add_argument("--max-steps", type=int, default=100000)
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        help="stop after this many steps (the schedule still spans --max-steps): reproduces a run the time budget cut",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -138,7 +146,7 @@ def main():
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
         loss=SAM3Loss(pad_num_queries=NUM_QUERIES),
     )
-    budget = TimeBudget(args.minutes)
+    budget = TimeBudget(args.minutes, stop_after=args.stop_after)
     start = time.time()
     history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
     elapsed = time.time() - start

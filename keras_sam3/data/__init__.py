@@ -1,0 +1,3 @@
+from keras_sam3.data.synthetic_shapes import ShapesGenerator
+from keras_sam3.data.synthetic_shapes import SyntheticShapesDataset
+from keras_sam3.data.synthetic_shapes import shapes_tokenizer

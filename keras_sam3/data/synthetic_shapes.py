@@ -14,7 +14,7 @@ Example:
 >>> scenes = ShapesGenerator(image_size=128, seed=0)
 >>> sample = scenes.sample()
 >>> sample["prompt"], sample["boxes"].shape
-('red circle', (1, 4))
+('small red triangle', (1, 4))
 """
 
 import keras

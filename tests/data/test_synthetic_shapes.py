@@ -1,0 +1,62 @@
+"""The synthetic concept dataset: scenes, prompts, targets, streaming."""
+
+import numpy as np
+
+from keras_sam3 import SAM3ImageConverter
+from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor
+from keras_sam3.data.synthetic_shapes import COLORS
+from keras_sam3.data.synthetic_shapes import SHAPES
+from keras_sam3.data.synthetic_shapes import WORDS
+from keras_sam3.data.synthetic_shapes import ShapesGenerator
+from keras_sam3.data.synthetic_shapes import SyntheticShapesDataset
+from keras_sam3.data.synthetic_shapes import shapes_tokenizer
+
+
+def test_every_word_is_one_token():
+    tokenizer = shapes_tokenizer()
+    for word in WORDS:
+        assert len(tokenizer.tokenize(word)) == 1, word
+    ids, mask = tokenizer(["large red circle"])
+    assert mask.sum() == 5  # start, three words, end
+
+
+def test_targets_are_every_matching_instance_and_nothing_else():
+    generator = ShapesGenerator(image_size=96, seed=1)
+    negatives = 0
+    for _ in range(200):
+        image, objects = generator.scene()
+        assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+        masks = [o["mask"] for o in objects]
+        assert not np.any(np.sum(masks, axis=0) > 1)  # shapes never overlap
+        concept = generator.concept(objects)
+        words = concept.values()
+        assert concept["shape"] in SHAPES and all(w in WORDS for w in words)
+        matching = [o for o in objects if all(o[k] == v for k, v in concept.items())]
+        negatives += not matching
+    assert 20 < negatives < 90  # about a quarter are absent concepts
+
+    sample = ShapesGenerator(image_size=96, seed=2).sample()
+    for box, mask in zip(sample["boxes"], sample["masks"]):
+        ys, xs = np.nonzero(mask)
+        np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        colour = next((COLORS[w] for w in sample["prompt"].split() if w in COLORS), None)
+        if colour is not None:  # the instance is painted in the prompt's colour
+            assert np.abs(sample["image"][mask].mean(0) - np.asarray(colour)).max() < 30
+
+
+def test_batches_are_reproducible_and_model_ready():
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(shapes_tokenizer(), SAM3ImageConverter(64))
+    data = SyntheticShapesDataset(preprocessor, batch_size=3, steps=5, seed=7, image_size=64, max_objects=3)
+    assert len(data) == 5
+    x, y = data[2]
+    x2, y2 = data[2]
+    for key in x:
+        np.testing.assert_array_equal(x[key], x2[key])
+    assert x["images"].shape == (3, 64, 64, 3) and x["token_ids"].shape == (3, 32)
+    assert y["boxes"].shape == (3, 3, 4) and y["masks"].shape == (3, 3, 64, 64) and y["valid"].shape == (3, 3)
+    assert np.all((y["boxes"] >= 0) & (y["boxes"] <= 1))
+    # Padding rows are empty, valid rows are not.
+    assert np.all(y["masks"].sum((2, 3))[y["valid"] == 0] == 0)
+    assert np.all(y["masks"].sum((2, 3))[y["valid"] == 1] > 0)
+    x3, _ = data[3]
+    assert not np.array_equal(x["images"], x3["images"])
