@@ -26,13 +26,20 @@ Hungarian algorithm on
 - semantic segmentation: the union of a prompt's masks; focal (alpha 0.6,
   gamma 2, weight 20) and dice (weight 30), averaged over prompts with a
   non-empty union.
-- the total is multiplied by `sqrt(B)` (Meta's `scale_by_find_batch_size`).
+- the total is multiplied by `sqrt(B)` (Meta's `scale_by_find_batch_size`;
+  Meta's B is the per-GPU batch, under Keras' distribution API it is the
+  global one).
 
 Facts from facebookresearch/sam3 (`sam3/train/matcher.py`
 `BinaryHungarianMatcherV2`, `sam3/train/loss/loss_fns.py` `IABCEMdetr`,
-`Boxes`, `Masks`, `SemanticSegCriterion`; weights of its released
-configurations, `positive_weight` 10 as in the Roboflow-100VL one). Meta's
-one-to-many (DAC) query branch is not built here.
+`Boxes`, `Masks`, `SemanticSegCriterion`). The matching, class, presence
+and box weights are those of its released (detection-only) fine-tuning
+configurations, `positive_weight` 10 as in the Roboflow-100VL one; the mask
+and semantic weights come from the segmentation block those configurations
+carry commented out. Not built here: Meta's one-to-many (DAC) query branch.
+The decoder clamps presence logits to +-10 (as the reference does at
+inference), so a presence logit beyond that gets no gradient; Meta's
+clamp is a no-op.
 
 Targets (`y`), a dict:
     boxes: `(B, G, 4)` normalized xyxy (of the model's square input).
@@ -40,7 +47,11 @@ Targets (`y`), a dict:
         matches Meta); optional when `mask_weight = dice_weight = 0` and
         the semantic weights are 0.
     valid: `(B, G)` 1 for a real instance, 0 for padding. A prompt with no
-        valid instance is a negative (its concept is absent).
+        valid instance is a negative (its concept is absent). Instances with
+        an empty box count as padding (as Meta's "visible" test).
+    mask_valid: optional `(B, G)`: 0 for an instance without a segment
+        (box-only annotation); mask losses skip it, boxes still train.
+    `G` must be at least 1 (pad negatives with one invalid slot).
 """
 
 import keras
@@ -153,14 +164,18 @@ class SAM3Loss:
         cost = self.matching_cost(logits, boxes_xyxy, gt_xyxy)
         index = hungarian_match(cost, valid)  # (B, G), -1 where unmatched
         matched = ops.cast(index >= 0, logits.dtype)
-        return ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype) * matched[..., None]
+        one_hot = ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype)
+        return one_hot * matched[..., None], ops.maximum(index, 0)
 
     # --- terms -------------------------------------------------------------
     def _layer_terms(self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes):
         """Class, presence and box losses of one decoder layer."""
-        assignment = self.match(logits, boxes_xyxy, gt_xyxy, valid)  # (B, G, Q)
-        # (B, G, Q) x (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
-        matched_boxes = ops.einsum("bgq,bqc->bgc", assignment, boxes_xyxy)
+        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid)  # (B, G, Q), (B, G)
+        # Gathers, not one-hot matmuls: exact whatever the matmul precision.
+        # (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
+        matched_boxes = ops.take_along_axis(
+            boxes_xyxy, ops.broadcast_to(index[..., None], ops.shape(gt_xyxy)), axis=1
+        )
         is_matched = ops.sum(assignment, axis=-1)  # (B, G)
         iou, giou = box_iou_and_giou(matched_boxes, gt_xyxy)
         l1 = ops.sum(ops.abs(box_xyxy_to_cxcywh(matched_boxes) - box_xyxy_to_cxcywh(gt_xyxy)), -1)
@@ -171,7 +186,7 @@ class SAM3Loss:
 
         # IoU-aware classification: soft targets on matched queries.
         positive = ops.sum(assignment, axis=1)  # (B, Q)
-        query_iou = ops.stop_gradient(ops.einsum("bgq,bg->bq", assignment, iou))
+        query_iou = ops.stop_gradient(ops.sum(assignment * iou[..., None], axis=1))  # (B, Q)
         p = ops.sigmoid(logits)
         target = ops.maximum(
             ops.stop_gradient(p) ** self.iou_alpha * query_iou ** (1.0 - self.iou_alpha), 0.01
@@ -185,7 +200,7 @@ class SAM3Loss:
         )
         terms["class"] = ops.sum(per_query) / denominator
         terms["presence"] = 0.5 * ops.mean(_bce(presence[:, 0], has_gt))
-        return terms, assignment
+        return terms, (assignment, index)
 
     def __call__(self, y_true, y_pred):
         return self.compute(y_true, y_pred)["total"]
@@ -193,7 +208,11 @@ class SAM3Loss:
     def compute(self, y_true, y_pred):
         """All terms: a dict of scalars, weighted, with their sum as `total`."""
         gt_xyxy = ops.cast(y_true["boxes"], "float32")
+        if gt_xyxy.shape[1] == 0:
+            raise ValueError("Targets have no instance slot (G = 0): pad every prompt to G >= 1.")
         valid = ops.cast(y_true["valid"], "float32")
+        visible = (gt_xyxy[..., 2] > gt_xyxy[..., 0]) & (gt_xyxy[..., 3] > gt_xyxy[..., 1])
+        valid = valid * ops.cast(visible, "float32")
         has_gt = ops.cast(ops.sum(valid, axis=-1) > 0, "float32")  # (B,)
         num_boxes = ops.maximum(ops.sum(valid), 1.0)
         all_logits = ops.cast(y_pred["all_pred_logits"], "float32")  # (B, L, Q)
@@ -204,7 +223,7 @@ class SAM3Loss:
 
         totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
         for layer in layers:
-            terms, assignment = self._layer_terms(
+            terms, matches = self._layer_terms(
                 all_logits[:, layer],
                 all_boxes[:, layer],
                 all_presence[:, layer],
@@ -224,21 +243,27 @@ class SAM3Loss:
         if self.mask_weight or self.dice_weight or self.semantic_weight or self.semantic_dice_weight:
             if "masks" not in y_true:
                 raise ValueError("Mask losses are on but the targets have no 'masks'; set their weights to 0.")
-            weighted.update(self._mask_terms(y_true, y_pred, assignment, valid, num_boxes))
+            weighted.update(self._mask_terms(y_true, y_pred, matches, valid, num_boxes))
         total = ops.sum(ops.stack(list(weighted.values())))
         if self.scale_by_batch_size:
             total = total * ops.sqrt(ops.cast(ops.shape(all_logits)[0], "float32"))
         weighted["total"] = total
         return weighted
 
-    def _mask_terms(self, y_true, y_pred, assignment, valid, num_boxes):
+    def _mask_terms(self, y_true, y_pred, matches, valid, num_boxes):
+        assignment, index = matches
         gt_masks = ops.cast(y_true["masks"], "float32")  # (B, G, Hm, Wm)
         size = tuple(gt_masks.shape[2:])
         pred_masks = ops.cast(y_pred["pred_masks"], "float32")  # (B, Q, h, w)
-        # (B, G, Q) x (B, Q, h, w) -> (B, G, h, w): the last layer's matches
-        matched = _resize(ops.einsum("bgq,bqhw->bghw", assignment, pred_masks), size)
-        is_matched = ops.sum(assignment, axis=-1)  # (B, G)
         batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
+        h, w = pred_masks.shape[2], pred_masks.shape[3]
+        # (B, Q, h, w) -> (B, G, h, w): the last layer's matches, upsampled
+        gather = ops.broadcast_to(index[:, :, None, None], (batch, count, h, w))
+        matched = _resize(ops.take_along_axis(pred_masks, gather, axis=1), size)
+        is_matched = ops.sum(assignment, axis=-1)  # (B, G)
+        if "mask_valid" in y_true:
+            is_matched = is_matched * ops.cast(y_true["mask_valid"], "float32")
+            valid = valid * ops.cast(y_true["mask_valid"], "float32")
         logits = ops.reshape(matched, (batch, count, -1))
         targets = ops.reshape(gt_masks, (batch, count, -1))
         focal = ops.mean(_focal(logits, targets, 0.25, 2.0), axis=-1)

@@ -18,7 +18,9 @@ other ground truths false negatives.
 
 The epsilons of Meta's evaluator (`sam3/eval/cgf1_eval.py`) are kept, so a
 perfect result reads 0.9999, as there. Values are fractions (Meta's
-reports multiply cgF1 and pmF1 by 100).
+reports multiply cgF1 and pmF1 by 100). Not included: SA-Co/Gold's choice
+among several annotators, the exhaustivity filter, crowd annotations and
+box IoU (one exhaustive annotation per pair, mask IoU).
 """
 
 import numpy as np
@@ -35,6 +37,13 @@ def mask_iou(a, b):
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None] - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def _binary(masks, name):
+    masks = np.asarray(masks)
+    if masks.dtype != bool and not np.all((masks == 0) | (masks == 1)):
+        raise ValueError(f"{name} must be binary (bool or 0 / 1); threshold probabilities first.")
+    return masks.astype(bool)
 
 
 class ConceptSegmentationEvaluator:
@@ -71,8 +80,8 @@ class ConceptSegmentationEvaluator:
         from scipy.optimize import linear_sum_assignment
 
         scores = np.asarray(scores, "float64").reshape(-1)
-        pred_masks = np.asarray(pred_masks, bool)
-        gt_masks = np.asarray(gt_masks, bool)
+        pred_masks = _binary(pred_masks, "pred_masks")
+        gt_masks = _binary(gt_masks, "gt_masks")
         if len(pred_masks) != len(scores):
             raise ValueError(f"{len(scores)} scores for {len(pred_masks)} masks.")
         kept = pred_masks[scores >= self.score_threshold]
@@ -105,7 +114,7 @@ class ConceptSegmentationEvaluator:
         return {
             "cgF1": float(pm_f1.mean() * il_mcc),
             "pmF1": float(pm_f1.mean()),
-            "pmF1@0.5": float(pm_f1[0]),
+            f"pmF1@{self.iou_thresholds[0]:.2f}": float(pm_f1[0]),
             "IL_MCC": float(il_mcc),
             "mIoU": float(np.mean(self.matched_ious)) if self.matched_ious else 0.0,
             "pairs": int(sum(c.values())),

@@ -239,6 +239,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
         memory_pos = ops.cast(memory_pos, memory.dtype)
 
         outputs = {"queries": [], "boxes": [], "reference_boxes": [], "presence_logits": []}
+        previous = boxes  # the previous layer's boxes, with their gradient
         for layer in self.decoder_layers:
             cx, cy, w, h = ops.unstack(boxes, 4, axis=-1)
             sine = ops.concatenate([sine_encode(v, d // 2) for v in (cy, cx, w, h)], axis=-1)
@@ -248,15 +249,20 @@ class SAM3DetrDecoder(keras.layers.Layer):
             x = layer(x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=training)
 
             normed = self.output_layer_norm(x[:, 1:])
-            refined = ops.sigmoid(self.box_head(normed) + inverse_sigmoid(boxes))
+            delta = self.box_head(normed)
+            refined = ops.sigmoid(delta + inverse_sigmoid(boxes))
             outputs["queries"].append(normed)
             outputs["reference_boxes"].append(boxes)
-            outputs["boxes"].append(refined)
+            # Same value as `refined`, but built on the previous layer's boxes
+            # with their gradient ("look forward twice", as Meta trains): this
+            # layer's box loss also trains the previous layer's box head.
+            outputs["boxes"].append(ops.sigmoid(delta + inverse_sigmoid(previous)))
             presence = self.presence_head(self.presence_layer_norm(x[:, :1]))[:, :, 0]
             if self.presence_clamp is not None:
                 presence = ops.clip(presence, -self.presence_clamp, self.presence_clamp)
             outputs["presence_logits"].append(presence)
-            # The next layer's boxes carry no gradient back into this one.
+            # The next layer's input boxes carry no gradient back into this one.
+            previous = refined
             boxes = ops.stop_gradient(refined)
         return {k: ops.stack(v, axis=1) for k, v in outputs.items()}
 

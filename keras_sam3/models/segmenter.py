@@ -83,16 +83,18 @@ class SAM3PromptableConceptImageSegmenter(Task):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
+        # Set before the functional init: keras-hub's Task.__init__ calls
+        # `compile()`, which sets the default loss.
+        self._inference_model = None
+        self._image_model = None
+        self._prompt_model = None
+        self._sam3_loss = None
         # === Functional model ===
         # keras-hub's three outputs, plus the raw backbone outputs the
         # training loss reads; `predict` returns only the former.
         inputs = backbone.input
         raw = backbone(inputs)
         super().__init__(inputs=inputs, outputs={**task_outputs(raw), **raw}, **kwargs)
-        self._inference_model = None
-        self._image_model = None
-        self._prompt_model = None
-        self._sam3_loss = None
 
     def get_config(self):
         # The preprocessor is host-side Python (its vocabulary travels as preset
@@ -153,6 +155,8 @@ class SAM3PromptableConceptImageSegmenter(Task):
     def _prepare(self, x):
         if isinstance(x, dict) and "token_ids" in x:
             return x, None
+        if not isinstance(x, (dict, list, tuple, np.ndarray)) and not keras.ops.is_tensor(x):
+            return x, None  # a dataset or generator of model-ready batches
         if not isinstance(x, dict) or "images" not in x:
             raise ValueError(
                 "Inputs are a dict with 'images' and at least one of 'prompts' or "
@@ -194,10 +198,12 @@ class SAM3PromptableConceptImageSegmenter(Task):
                 0.1, global gradient norm clipped to 1.0), or any Keras
                 optimizer.
             loss: `"auto"` (or None) is `SAM3Loss()`; a `SAM3Loss` with other
-                weights; or any Keras loss over the task's outputs.
-            jit_compile: `"auto"` compiles on JAX and leaves TensorFlow's
-                `tf.function` without XLA (the matching calls scipy on the
-                host through `tf.numpy_function`, which XLA cannot hold).
+                weights; or a dict of Keras losses keyed by output name
+                (`scores`, `boxes`, `masks`, or a raw backbone output).
+            jit_compile: with `SAM3Loss`, TensorFlow's `tf.function` runs
+                without XLA whatever is asked (the matching calls scipy on
+                the host through `tf.numpy_function`, which XLA cannot
+                hold); other backends take it as Keras does.
 
         Targets for `fit` (`y`), per batch row (one prompt): `boxes`
         `(B, G, 4)` normalized xyxy, `masks` `(B, G, Hm, Wm)` 0 / 1 and
@@ -210,7 +216,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if loss is None or (isinstance(loss, str) and loss == "auto"):
             loss = SAM3Loss()
         self._sam3_loss = loss if isinstance(loss, SAM3Loss) else None
-        if jit_compile == "auto" and self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
+        if self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
             jit_compile = False
         super().compile(
             optimizer=optimizer,
@@ -253,9 +259,12 @@ class SAM3PromptableConceptImageSegmenter(Task):
         return loss
 
     def freeze_encoders(self, image=True, text=True):
-        """Freezes the image and / or text encoder (call `compile()` after)."""
-        self.backbone.vision_encoder.trainable = not image
-        self.backbone.text_encoder.trainable = not text
+        """Freezes the image encoder (ViT and FPN neck) and / or the text
+        encoder; call `compile()` after. Leaves the other one as it is."""
+        if image:
+            self.backbone.vision_encoder.trainable = False
+        if text:
+            self.backbone.text_encoder.trainable = False
 
     def segment(
         self, images, prompts=None, boxes=None, box_labels=None, threshold=0.5, mask_threshold=0.5

@@ -126,3 +126,24 @@ def test_missing_masks_with_mask_weights_is_an_error():
         SAM3Loss()(to_tensors(y_true), to_tensors(y_pred))
     no_masks = SAM3Loss(mask_weight=0, dice_weight=0, semantic_weight=0, semantic_dice_weight=0)
     assert np.isfinite(float(no_masks(to_tensors(y_true), to_tensors(y_pred))))
+
+
+def test_instances_without_a_segment_skip_the_mask_losses():
+    y_true, y_pred = one_prompt()
+    y_true["mask_valid"] = np.array([[0.0, 0.0]], "float32")
+    terms = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    for name in ("mask", "dice", "semantic", "semantic_dice"):
+        assert float(terms[name]) == 0.0, name
+    assert float(terms["bbox"]) == pytest.approx(5 * 0.15, rel=1e-5)  # boxes still train
+
+
+def test_empty_boxes_count_as_padding_and_no_slot_is_an_error():
+    y_true, y_pred = one_prompt()
+    y_true["valid"][:] = 1.0  # the second slot's box is empty: still padding
+    terms = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    assert float(terms["bbox"]) == pytest.approx(5 * 0.15, rel=1e-5)
+    empty = {"boxes": np.zeros((1, 0, 4), "float32"), "valid": np.zeros((1, 0), "float32")}
+    with pytest.raises(ValueError, match="G >= 1"):
+        SAM3Loss(mask_weight=0, dice_weight=0, semantic_weight=0, semantic_dice_weight=0)(
+            to_tensors(empty), to_tensors(y_pred)
+        )

@@ -36,7 +36,7 @@ def test_hand_computed_four_pairs():
     four_pairs(evaluator)
     result = evaluator.result()
     # t <= 0.65 (4 thresholds): TP 2, FP 0, FN 1 -> F1 0.8; t > 0.65: TP 1, FP 1, FN 2 -> 0.4.
-    assert result["pmF1@0.5"] == pytest.approx(0.8, abs=2e-4)
+    assert result["pmF1@0.50"] == pytest.approx(0.8, abs=2e-4)
     assert result["pmF1"] == pytest.approx((4 * 0.8 + 6 * 0.4) / 10, abs=2e-4)
     assert result["image_counts"] == {"tp": 1, "fp": 1, "tn": 1, "fn": 1}
     assert result["IL_MCC"] == 0.0 and result["cgF1"] == 0.0
@@ -64,3 +64,8 @@ def test_perfect_predictions_read_like_meta():
 def test_mismatched_scores_raise():
     with pytest.raises(ValueError, match="scores"):
         ConceptSegmentationEvaluator().update([0.9, 0.8], [square(0, 0)], [square(0, 0)])
+
+
+def test_probability_masks_are_refused():
+    with pytest.raises(ValueError, match="binary"):
+        ConceptSegmentationEvaluator().update([0.9], [square(0, 0) * 0.7], [square(0, 0)])

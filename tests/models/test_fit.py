@@ -101,6 +101,14 @@ def test_fit_lowers_the_loss():
     assert after < 0.9 * before, (before, after)
 
 
+def test_default_compile_sets_the_sam3_loss():
+    # keras-hub's Task compiles at construction: fit needs no compile() call.
+    segmenter = training_segmenter()
+    assert isinstance(segmenter._sam3_loss, SAM3Loss)
+    segmenter.freeze_encoders(image=False)
+    assert segmenter.backbone.vision_encoder.trainable and not segmenter.backbone.text_encoder.trainable
+
+
 def test_freezing_the_encoders_takes_one_line():
     segmenter = training_segmenter()
     segmenter.freeze_encoders()
