@@ -103,6 +103,8 @@ class TimeBudget(keras.callbacks.Callback):
         if self.steps % self.every == 0:
             rate = (time.time() - self.start) / self.steps
             print(f"step {self.steps}: loss {logs['loss']:.3f} ({rate:.2f} s/step)", flush=True)
+        if getattr(self, "save_every", 0) and self.steps % self.save_every == 0:
+            self.save()
         if time.time() > self.deadline or (self.stop_after and self.steps >= self.stop_after):
             self.model.stop_training = True
 
@@ -120,10 +122,20 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", help="a preset whose weights to start from (a second stage)")
+    parser.add_argument("--data-offset", type=int, default=0, help="first batch index of the data stream")
+    parser.add_argument(
+        "--hard-targets",
+        action="store_true",
+        help="SAM3Loss(soft_targets=False): target 1 for matched queries instead of Meta's IoU-aware one",
+    )
+    parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(args.seed)
     segmenter = build_segmenter()
+    if args.init_from:
+        segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
     print(f"backend {keras.backend.backend()}, {segmenter.backbone.count_params():,} parameters", flush=True)
     data = SyntheticShapesDataset(
         segmenter.preprocessor,
@@ -131,6 +143,7 @@ def main():
         steps=args.max_steps,
         seed=args.seed,
         image_size=IMAGE_SIZE,
+        offset=args.data_offset,
     )
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0,
@@ -144,9 +157,11 @@ def main():
     # cosine runs over `--max-steps` and the time budget cuts it.
     segmenter.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
-        loss=SAM3Loss(pad_num_queries=NUM_QUERIES),
+        loss=SAM3Loss(pad_num_queries=NUM_QUERIES, soft_targets=not args.hard_targets),
     )
     budget = TimeBudget(args.minutes, stop_after=args.stop_after)
+    budget.save = lambda: segmenter.save_to_preset(args.output)
+    budget.save_every = args.save_every
     start = time.time()
     history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
     elapsed = time.time() - start
@@ -160,6 +175,9 @@ def main():
         "parameters": int(segmenter.backbone.count_params()),
         "learning_rate": args.learning_rate,
         "seed": args.seed,
+        "init_from": args.init_from,
+        "data_offset": args.data_offset,
+        "hard_targets": args.hard_targets,
     }
     with open(os.path.join(args.output, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -182,15 +182,17 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         batch_size: int. Defaults to `8`.
         steps: int. Batches per epoch. Defaults to `100`.
         seed: int. Defaults to `0`.
+        offset: int. Index of the first batch in the stream. Defaults to `0`.
         **generator_kwargs: passed to `ShapesGenerator`.
     """
 
-    def __init__(self, preprocessor, batch_size=8, steps=100, seed=0, **generator_kwargs):
+    def __init__(self, preprocessor, batch_size=8, steps=100, seed=0, offset=0, **generator_kwargs):
         super().__init__()
         self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.steps = steps
         self.seed = seed
+        self.offset = offset
         self.generator_kwargs = generator_kwargs
         self.max_objects = generator_kwargs.get("max_objects", 4)
 
@@ -198,6 +200,6 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         return self.steps
 
     def __getitem__(self, index):
-        generator = ShapesGenerator(seed=(self.seed, index), **self.generator_kwargs)
+        generator = ShapesGenerator(seed=(self.seed, self.offset + index), **self.generator_kwargs)
         samples = [generator.sample() for _ in range(self.batch_size)]
         return collate(samples, self.preprocessor, self.max_objects)

@@ -102,6 +102,10 @@ class SAM3Loss:
         class_weight: IoU-aware classification. Defaults to `20.0`.
         positive_weight: weight of matched queries in it. Defaults to `10.0`.
         iou_alpha: target blend `p^a * IoU^(1-a)`. Defaults to `0.25`.
+        soft_targets: bool. Meta's IoU-aware targets (True), or 1 for every
+            matched query (False: plain DETR-style targets, which do not need
+            good boxes to start from, for training from scratch).
+            Defaults to `True`.
         negative_gamma: modulation `p^g` of unmatched queries. Defaults to `2.0`.
         pad_num_queries: the mean divides by `B * max(Q, this)`. Defaults to
             `200` (Meta's query count).
@@ -122,6 +126,7 @@ class SAM3Loss:
         class_weight=20.0,
         positive_weight=10.0,
         iou_alpha=0.25,
+        soft_targets=True,
         negative_gamma=2.0,
         pad_num_queries=200,
         presence_weight=20.0,
@@ -188,9 +193,12 @@ class SAM3Loss:
         positive = ops.sum(assignment, axis=1)  # (B, Q)
         query_iou = ops.stop_gradient(ops.sum(assignment * iou[..., None], axis=1))  # (B, Q)
         p = ops.sigmoid(logits)
-        target = ops.maximum(
-            ops.stop_gradient(p) ** self.iou_alpha * query_iou ** (1.0 - self.iou_alpha), 0.01
-        )
+        if self.soft_targets:
+            target = ops.maximum(
+                ops.stop_gradient(p) ** self.iou_alpha * query_iou ** (1.0 - self.iou_alpha), 0.01
+            )
+        else:
+            target = ops.ones_like(p)
         positive_loss = self.positive_weight * _bce(logits, target)
         negative_loss = p**self.negative_gamma * _bce(logits, ops.zeros_like(logits))
         per_query = positive * positive_loss + (1.0 - positive) * negative_loss

@@ -147,3 +147,11 @@ def test_empty_boxes_count_as_padding_and_no_slot_is_an_error():
         SAM3Loss(mask_weight=0, dice_weight=0, semantic_weight=0, semantic_dice_weight=0)(
             to_tensors(empty), to_tensors(y_pred)
         )
+
+
+def test_hard_targets_for_training_from_scratch():
+    y_true, y_pred = one_prompt()
+    terms = SAM3Loss(pad_num_queries=2, soft_targets=False).compute(to_tensors(y_true), to_tensors(y_pred))
+    s = y_pred["all_pred_logits"][0, 0].astype("float64")
+    expected = 20 * (10 * bce(s[0], 1.0) + sigmoid(s[1]) ** 2 * bce(s[1], 0.0)) / 2
+    assert float(terms["class"]) == pytest.approx(expected, rel=1e-4)
