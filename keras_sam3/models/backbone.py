@@ -132,11 +132,7 @@ class SAM3Backbone(Backbone):
         self.detr_decoder = detr_decoder
         self.scoring = scoring
         self.mask_decoder = mask_decoder
-        # Neck levels past the third feed nothing here (the reference computes
-        # and drops them too): their weights load with the checkpoint, but
-        # they get no gradient, so they do not train.
-        for level in vision_encoder.neck.fpn_layers[3:]:
-            level.trainable = False
+        self.freeze_unread_levels()
 
         # === Functional model ===
         inputs = {
@@ -160,6 +156,14 @@ class SAM3Backbone(Backbone):
 
         # === Config ===
         self.image_size = image_size
+
+    def freeze_unread_levels(self):
+        """Neck levels past the third feed nothing here (the reference computes
+        and drops them too): their weights load with the checkpoint, but they
+        get no gradient, so they do not train. Setting the vision encoder
+        trainable again re-enables them; the task's `compile()` calls this."""
+        for level in self.vision_encoder.neck.fpn_layers[3:]:
+            level.trainable = False
 
     def default_lora_layer_names(self):
         """keras-hub's `enable_lora(rank)` targets every attention's query and value."""

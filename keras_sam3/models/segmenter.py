@@ -216,6 +216,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if loss is None or (isinstance(loss, str) and loss == "auto"):
             loss = SAM3Loss()
         self._sam3_loss = loss if isinstance(loss, SAM3Loss) else None
+        self.backbone.freeze_unread_levels()  # trainable variables are fixed here
         if self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
             jit_compile = False
         super().compile(
