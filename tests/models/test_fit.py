@@ -125,7 +125,11 @@ def test_freezing_the_encoders_takes_one_line():
 
 def test_save_load_and_continue_training(tmp_path):
     segmenter = training_segmenter()
-    compile_for_test(segmenter)
+    # Some biases have an exactly-zero true gradient (key biases: softmax
+    # ignores a per-query constant); Adam's default epsilon turns their
+    # round-off into full-size steps. A larger epsilon keeps those steps tiny
+    # while a lost optimizer state (m, v, iterations) still shows at ~1e-3.
+    segmenter.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-3), loss=SAM3Loss(pad_num_queries=5))
     x, y = training_batch(segmenter)
     segmenter.fit(x, y, batch_size=4, epochs=2, verbose=0)
     path = str(tmp_path / "segmenter.keras")
@@ -142,11 +146,8 @@ def test_save_load_and_continue_training(tmp_path):
     assert int(restored.optimizer.iterations) == int(segmenter.optimizer.iterations) == 2
     segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
     restored.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    # atol: attention key biases have an exactly-zero true gradient (softmax
-    # ignores a per-query constant), so Adam turns round-off into steps of up
-    # to ~2e-5 there; a lost optimizer state moves weights by ~1e-3.
     for a, b in zip(segmenter.trainable_variables, restored.trainable_variables):
-        np.testing.assert_allclose(np.array(a), np.array(b), atol=5e-5, err_msg=a.path)
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5, err_msg=a.path)
 
 
 def test_lora_trains_only_the_adapters():
