@@ -90,9 +90,11 @@ def build_segmenter():
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after `minutes`; logs the loss every `every` steps."""
 
-    def __init__(self, minutes, every=25, stop_after=None):
+    def __init__(self, minutes, every=25, stop_after=None, save=None, save_every=0):
         super().__init__()
         self.stop_after = stop_after
+        self.save = save
+        self.save_every = save_every
         self.deadline = time.time() + 60 * minutes
         self.every = every
         self.steps = 0
@@ -103,7 +105,7 @@ class TimeBudget(keras.callbacks.Callback):
         if self.steps % self.every == 0:
             rate = (time.time() - self.start) / self.steps
             print(f"step {self.steps}: loss {logs['loss']:.3f} ({rate:.2f} s/step)", flush=True)
-        if getattr(self, "save_every", 0) and self.steps % self.save_every == 0:
+        if self.save and self.save_every and self.steps % self.save_every == 0:
             self.save()
         if time.time() > self.deadline or (self.stop_after and self.steps >= self.stop_after):
             self.model.stop_training = True
@@ -159,9 +161,12 @@ def main():
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
         loss=SAM3Loss(pad_num_queries=NUM_QUERIES, soft_targets=not args.hard_targets),
     )
-    budget = TimeBudget(args.minutes, stop_after=args.stop_after)
-    budget.save = lambda: segmenter.save_to_preset(args.output)
-    budget.save_every = args.save_every
+    budget = TimeBudget(
+        args.minutes,
+        stop_after=args.stop_after,
+        save=lambda: segmenter.save_to_preset(args.output),
+        save_every=args.save_every,
+    )
     start = time.time()
     history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
     elapsed = time.time() - start
