@@ -13,7 +13,8 @@ Hungarian algorithm on
 - classification, every layer: IoU-aware BCE. A matched query's target is
   `max(p^0.25 * IoU^0.75, 0.01)` (box IoU, no gradient), weighted by
   `positive_weight`; an unmatched query's loss is `p^2 * BCE(logit, 0)`.
-  Prompts without ground truth get none (presence covers them). Mean over
+  Prompts without ground truth get none (presence covers them) unless
+  `negative_prompts`. Mean over
   `B * max(Q, pad_num_queries)`. Weight 20.
 - presence, every layer: `0.5 * mean BCE(presence_logit, has_ground_truth)`.
   Weight 20.
@@ -25,7 +26,7 @@ Hungarian algorithm on
   and dice (+1 smoothing, weight 10), summed over matches, divided by `N`.
 - semantic segmentation: the union of a prompt's masks; focal (alpha 0.6,
   gamma 2, weight 20) and dice (weight 30), averaged over prompts with a
-  non-empty union.
+  non-empty union (over every prompt with `negative_prompts`).
 - the total is multiplied by `sqrt(B)` (Meta's `scale_by_find_batch_size`;
   Meta's B is the per-GPU batch, under Keras' distribution API it is the
   global one).
@@ -107,6 +108,11 @@ class SAM3Loss:
             good boxes to start from, for training from scratch).
             Defaults to `True`.
         negative_gamma: modulation `p^g` of unmatched queries. Defaults to `2.0`.
+        negative_prompts: bool. Also train the queries of prompts without
+            ground truth (every query an unmatched one) and their semantic
+            mask (target empty). Meta leaves both to the presence head
+            (False); from scratch, presence alone gets too little signal on
+            absent concepts (docs/training.md). Defaults to `False`.
         pad_num_queries: the mean divides by `B * max(Q, this)`. Defaults to
             `200` (Meta's query count).
         presence_weight: Defaults to `20.0`.
@@ -128,6 +134,7 @@ class SAM3Loss:
         iou_alpha=0.25,
         soft_targets=True,
         negative_gamma=2.0,
+        negative_prompts=False,
         pad_num_queries=200,
         presence_weight=20.0,
         bbox_weight=5.0,
@@ -202,7 +209,8 @@ class SAM3Loss:
         positive_loss = self.positive_weight * _bce(logits, target)
         negative_loss = p**self.negative_gamma * _bce(logits, ops.zeros_like(logits))
         per_query = positive * positive_loss + (1.0 - positive) * negative_loss
-        per_query = per_query * has_gt[:, None]
+        if not self.negative_prompts:
+            per_query = per_query * has_gt[:, None]
         denominator = ops.cast(ops.shape(logits)[0], logits.dtype) * float(
             max(logits.shape[-1], self.pad_num_queries)
         )
@@ -287,6 +295,8 @@ class SAM3Loss:
         semantic = ops.reshape(_resize(semantic, size), (batch, -1))
         union = ops.reshape(union, (batch, -1))
         positive = ops.cast(ops.sum(union, axis=-1) > 0, "float32")
+        if self.negative_prompts:
+            positive = ops.ones_like(positive)
         count_positive = ops.sum(positive) + 1e-6
         semantic_focal = ops.mean(_focal(semantic, union, 0.6, 2.0), axis=-1)
         terms["semantic"] = self.semantic_weight * ops.sum(semantic_focal * positive) / count_positive

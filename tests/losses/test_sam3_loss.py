@@ -106,6 +106,27 @@ def test_prompt_without_ground_truth_only_trains_presence():
     assert float(terms["presence"]) == pytest.approx(20 * 0.5 * bce(0.5, 0.0), rel=1e-5)
 
 
+def test_negative_prompts_option_trains_queries_and_semantics_of_absent_concepts():
+    y_true, y_pred = one_prompt()
+    y_true["valid"][:] = 0.0
+    terms = SAM3Loss(pad_num_queries=2, negative_prompts=True).compute(to_tensors(y_true), to_tensors(y_pred))
+    s = y_pred["all_pred_logits"][0, 0].astype("float64")
+    expected_class = 20 * (sigmoid(s) ** 2 * bce(s, 0.0)).sum() / 2
+    assert float(terms["class"]) == pytest.approx(expected_class, rel=1e-4)
+    semantic = y_pred["semantic_seg"][0, ..., 0].astype("float64")
+    empty = np.zeros_like(semantic)
+    assert float(terms["semantic"]) == pytest.approx(20 * focal(semantic, empty, 0.6).mean(), rel=1e-4)
+    assert float(terms["semantic_dice"]) == pytest.approx(30 * dice(semantic, empty), rel=1e-4)
+    for name in ("bbox", "giou", "mask", "dice"):
+        assert float(terms[name]) == 0.0, name
+    # With ground truth present the option changes nothing.
+    y_true, y_pred = one_prompt()
+    on = SAM3Loss(negative_prompts=True).compute(to_tensors(y_true), to_tensors(y_pred))
+    off = SAM3Loss().compute(to_tensors(y_true), to_tensors(y_pred))
+    for name in off:
+        assert float(on[name]) == pytest.approx(float(off[name]), rel=1e-6), name
+
+
 def test_masks_are_upsampled_to_the_target_and_batch_scales_by_sqrt():
     y_true, y_pred = one_prompt()
     y_true["masks"] = np.repeat(np.repeat(y_true["masks"], 2, axis=2), 2, axis=3)  # 4 x 4 targets
