@@ -26,7 +26,10 @@ def resize_bilinear(maps, size):
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, "float32")))
+    # exp of a non-positive number only: no overflow warning for large logits.
+    x = np.asarray(x, "float32")
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype("float32")
 
 
 def post_process_instances(outputs, original_sizes, threshold=0.3, mask_threshold=0.5):
