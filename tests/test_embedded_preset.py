@@ -1,8 +1,6 @@
 """The shipped `sam3_shapes` preset: registered, small, loadable on every
-backend, and the README's first command runs on the shipped example.
-
-Its accuracy is measured by `tools/evaluate_embedded.py` and recorded in
-`docs/training.md` (the issue's targets are not reached yet)."""
+backend, its held-out figures (`presets/sam3_shapes/evaluation.json`,
+`docs/training.md`) reproduce, and the README's first command runs on it."""
 
 import json
 import os
@@ -15,6 +13,9 @@ from PIL import Image
 from keras_sam3 import SAM3PromptableConceptImageSegmenter
 from keras_sam3 import presets
 from keras_sam3.data.synthetic_shapes import ShapesGenerator
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from evaluate_embedded import evaluate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(presets.PRESETS_DIR, "examples", "shapes.png")
@@ -36,6 +37,20 @@ def test_example_is_the_documented_scene():
     image = np.asarray(Image.open(EXAMPLE).convert("RGB"))
     scene, _ = ShapesGenerator(seed=EXAMPLE_SEED).scene()
     np.testing.assert_array_equal(image, scene)
+
+
+def test_held_out_figures_reproduce():
+    """`tools/evaluate_embedded.py`'s figures, recorded with the preset,
+    come back on every backend. (They are short of issue 6's targets, cgF1
+    >= 0.6 and mIoU >= 0.75: docs/training.md.)"""
+    with open(os.path.join(presets.resolve_preset_name("sam3_shapes"), "evaluation.json")) as f:
+        recorded = json.load(f)
+    segmenter = SAM3PromptableConceptImageSegmenter.from_preset("sam3_shapes")
+    result = evaluate(segmenter, samples=recorded["samples"], seed=recorded["seed"])
+    for name in ("cgF1", "pmF1", "IL_MCC", "mIoU"):
+        # Backends differ in round-off, which can flip a score or a pixel
+        # at a threshold; the figures agree to well within 0.01.
+        assert abs(result[name] - recorded[name]) <= 0.01, (name, result[name], recorded[name])
 
 
 def test_readme_first_command(tmp_path):

@@ -3,10 +3,16 @@
 A SAM 3-architecture model with every component (RoPE ViT + FPN neck, CLIP
 text encoder, geometry encoder, DETR encoder / decoder with presence token,
 dot-product scoring, mask decoder) at reduced widths and depths, trained
-with `fit` and Meta's loss on `keras_sam3.data.SyntheticShapesDataset`, then
+with `fit` and `SAM3Loss` (hard targets, negative prompts trained: the
+settings training from scratch needs, docs/training.md) on
+`keras_sam3.data.SyntheticShapesDataset`, then
 saved as a Keras preset (weights + tokenizer vocabulary).
 
-    KERAS_BACKEND=torch python tools/train_embedded.py --minutes 62 --max-steps 4000 --output presets/sam3_shapes
+    KERAS_BACKEND=torch python tools/train_embedded.py --minutes 60 --max-steps 9000 --output presets/sam3_shapes
+
+The shipped preset was made in three stages (`--init-from` the previous
+one); their commands are in `presets/sam3_shapes.json` and
+`docs/training.md`, their records in `presets/sam3_shapes/training_*.json`.
 
 The learning-rate schedule spans `--max-steps`; the time budget may stop
 training earlier (the step count is printed and saved in the preset's
@@ -47,7 +53,8 @@ NUM_QUERIES = 16
 
 def embedded_backbone(vocabulary_size):
     d = 64
-    small = dict(hidden_dim=d, num_heads=4, intermediate_dim=256)
+    # No dropout: an hour from scratch on endless fresh samples does not overfit.
+    small = dict(hidden_dim=d, num_heads=4, intermediate_dim=256, dropout_rate=0.0)
     return SAM3Backbone(
         vision_encoder=SAM3VisionEncoder(
             hidden_dim=128,
@@ -72,7 +79,7 @@ def embedded_backbone(vocabulary_size):
         geometry_encoder=SAM3GeometryEncoder(num_layers=1, **small),
         detr_encoder=SAM3DetrEncoder(num_layers=2, **small),
         detr_decoder=SAM3DetrDecoder(num_layers=3, num_queries=NUM_QUERIES, **small),
-        scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=256),
+        scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=256, dropout_rate=0.0),
         mask_decoder=SAM3MaskDecoder(hidden_dim=d, num_heads=4),
         image_size=IMAGE_SIZE,
     )
@@ -98,13 +105,19 @@ class TimeBudget(keras.callbacks.Callback):
         self.deadline = time.time() + 60 * minutes
         self.every = every
         self.steps = 0
+        self.logged_total = 0.0
         self.start = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
         if self.steps % self.every == 0:
             rate = (time.time() - self.start) / self.steps
-            print(f"step {self.steps}: loss {logs['loss']:.3f} ({rate:.2f} s/step)", flush=True)
+            # Keras logs the running mean since the epoch began; the mean of
+            # the last `every` steps follows from two of them.
+            total = logs["loss"] * self.steps
+            recent = (total - self.logged_total) / self.every
+            self.logged_total = total
+            print(f"step {self.steps}: loss {recent:.3f} over the last {self.every} ({rate:.2f} s/step)", flush=True)
         if self.save and self.save_every and self.steps % self.save_every == 0:
             self.save()
         if time.time() > self.deadline or (self.stop_after and self.steps >= self.stop_after):
@@ -121,15 +134,29 @@ def main():
         type=int,
         help="stop after this many steps (the schedule still spans --max-steps): reproduces a run the time budget cut",
     )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="a preset whose weights to start from (a second stage)")
     parser.add_argument("--data-offset", type=int, default=0, help="first batch index of the data stream")
     parser.add_argument(
-        "--hard-targets",
+        "--soft-targets",
         action="store_true",
-        help="SAM3Loss(soft_targets=False): target 1 for matched queries instead of Meta's IoU-aware one",
+        help="Meta's IoU-aware classification targets (SAM3Loss' default); without it every matched query's "
+        "target is 1 (soft_targets=False), which a model trained from scratch needs (docs/training.md)",
+    )
+    parser.add_argument(
+        "--positive-weight",
+        type=float,
+        default=10.0,
+        help="SAM3Loss' weight of matched queries in the classification loss (Meta's 10)",
+    )
+    parser.add_argument(
+        "--meta-negatives",
+        action="store_true",
+        help="leave prompts without ground truth to the presence head alone, as Meta does (SAM3Loss' default); "
+        "without it their queries and semantic mask are trained to be empty too (negative_prompts=True)",
     )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     args = parser.parse_args()
@@ -151,7 +178,7 @@ def main():
         0.0,
         decay_steps=args.max_steps,
         warmup_target=args.learning_rate,
-        warmup_steps=200,
+        warmup_steps=args.warmup_steps,
         alpha=0.05,
     )
     # The schedule's horizon is the step budget the time allows: estimated
@@ -159,7 +186,12 @@ def main():
     # cosine runs over `--max-steps` and the time budget cuts it.
     segmenter.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
-        loss=SAM3Loss(pad_num_queries=NUM_QUERIES, soft_targets=not args.hard_targets),
+        loss=SAM3Loss(
+            pad_num_queries=NUM_QUERIES,
+            soft_targets=args.soft_targets,
+            negative_prompts=not args.meta_negatives,
+            positive_weight=args.positive_weight,
+        ),
     )
     budget = TimeBudget(
         args.minutes,
@@ -179,10 +211,14 @@ def main():
         "final_loss": float(history.history["loss"][-1]),
         "parameters": int(segmenter.backbone.count_params()),
         "learning_rate": args.learning_rate,
+        "max_steps": args.max_steps,
+        "warmup_steps": args.warmup_steps,
         "seed": args.seed,
         "init_from": args.init_from,
         "data_offset": args.data_offset,
-        "hard_targets": args.hard_targets,
+        "soft_targets": args.soft_targets,
+        "negative_prompts": not args.meta_negatives,
+        "positive_weight": args.positive_weight,
     }
     with open(os.path.join(args.output, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -32,7 +32,7 @@ COLORS = {
     "purple": (150, 60, 200),
 }
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": (0.045, 0.07), "large": (0.1, 0.15)}  # radius as a fraction of the side
+SIZES = {"small": (0.06, 0.085), "large": (0.12, 0.16)}  # radius as a fraction of the side
 WORDS = tuple(COLORS) + SHAPES + tuple(SIZES) + ("visual",)
 
 

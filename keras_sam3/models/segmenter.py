@@ -249,6 +249,14 @@ class SAM3PromptableConceptImageSegmenter(Task):
     def evaluate(self, x=None, y=None, **kwargs):
         return keras.Model.evaluate(self, x, y, **kwargs)
 
+    def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        """Keras' `train_on_batch` on model-ready inputs and a target dict
+        (keras-hub's converts `y` to one tensor, which a dict is not)."""
+        return keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        return keras.Model.test_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self._sam3_loss is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)

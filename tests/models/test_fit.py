@@ -101,6 +101,18 @@ def test_fit_lowers_the_loss():
     assert after < 0.9 * before, (before, after)
 
 
+def test_train_and_test_on_batch_take_the_target_dict():
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    before = segmenter.test_on_batch(x, y)
+    assert np.isclose(before, loss_value(segmenter, x, y), rtol=1e-4), before
+    for _ in range(6):
+        logs = segmenter.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"])
+    assert segmenter.test_on_batch(x, y) < 0.9 * before
+
+
 def test_default_compile_sets_the_sam3_loss():
     # keras-hub's Task compiles at construction: fit needs no compile() call.
     segmenter = training_segmenter()
