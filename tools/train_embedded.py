@@ -95,7 +95,11 @@ def build_segmenter():
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training after `minutes`; logs the loss every `every` steps."""
+    """Stops training after `minutes`; logs the loss every `every` steps.
+
+    One instance spans every `fit` call of a run: steps and the deadline
+    are counted over all of them.
+    """
 
     def __init__(self, minutes, every=25, stop_after=None, save=None, save_every=0):
         super().__init__()
@@ -105,23 +109,55 @@ class TimeBudget(keras.callbacks.Callback):
         self.deadline = time.time() + 60 * minutes
         self.every = every
         self.steps = 0
-        self.logged_total = 0.0
         self.start = time.time()
+
+    def done(self):
+        return time.time() > self.deadline or bool(self.stop_after and self.steps >= self.stop_after)
+
+    def on_train_begin(self, logs=None):
+        # Keras logs the running mean since the epoch began: the mean of the
+        # last `every` steps follows from two of them.
+        self.fit_steps = 0
+        self.logged_total = 0.0
+        self.logged_at = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+        self.fit_steps += 1
         if self.steps % self.every == 0:
             rate = (time.time() - self.start) / self.steps
-            # Keras logs the running mean since the epoch began; the mean of
-            # the last `every` steps follows from two of them.
-            total = logs["loss"] * self.steps
-            recent = (total - self.logged_total) / self.every
-            self.logged_total = total
-            print(f"step {self.steps}: loss {recent:.3f} over the last {self.every} ({rate:.2f} s/step)", flush=True)
+            total = logs["loss"] * self.fit_steps
+            recent = (total - self.logged_total) / max(self.fit_steps - self.logged_at, 1)
+            self.logged_total, self.logged_at = total, self.fit_steps
+            print(f"step {self.steps}: loss {recent:.3f} over the last steps ({rate:.2f} s/step)", flush=True)
         if self.save and self.save_every and self.steps % self.save_every == 0:
             self.save()
-        if time.time() > self.deadline or (self.stop_after and self.steps >= self.stop_after):
+        if self.done():
             self.model.stop_training = True
+
+
+def phases(args):
+    """`[(first_step, SAM3Loss keyword arguments)]`: the loss changes at
+    `--negatives-after` (absent concepts start training the queries and the
+    semantic mask) and `--late-after` (the late positive weight)."""
+    base = dict(
+        pad_num_queries=NUM_QUERIES,
+        soft_targets=args.soft_targets,
+        negative_prompts=False,
+        positive_weight=args.positive_weight,
+        cost_mask=args.cost_mask,
+        cost_dice=args.cost_dice,
+    )
+    changes = {0: {}}
+    if not args.meta_negatives:
+        changes.setdefault(args.negatives_after, {})["negative_prompts"] = True
+    if args.late_positive_weight is not None:
+        changes.setdefault(args.late_after, {})["positive_weight"] = args.late_positive_weight
+    result, current = [], dict(base)
+    for step in sorted(changes):
+        current = dict(current, **changes[step])
+        result.append((step, dict(current)))
+    return result
 
 
 def main():
@@ -155,9 +191,29 @@ def main():
     parser.add_argument(
         "--meta-negatives",
         action="store_true",
-        help="leave prompts without ground truth to the presence head alone, as Meta does (SAM3Loss' default); "
-        "without it their queries and semantic mask are trained to be empty too (negative_prompts=True)",
+        help="leave prompts without ground truth to the presence head alone for the whole run, as Meta does "
+        "(SAM3Loss' default); without it their queries and semantic mask are trained to be empty too "
+        "(negative_prompts=True) from --negatives-after on",
     )
+    parser.add_argument(
+        "--negatives-after",
+        type=int,
+        default=2000,
+        help="first step with negative_prompts=True: from scratch, query scores only separate without them "
+        "(docs/training.md)",
+    )
+    parser.add_argument("--late-positive-weight", type=float, help="positive weight from --late-after on")
+    parser.add_argument("--late-after", type=int, default=0)
+    parser.add_argument(
+        "--reference-boxes",
+        choices=("grid", "learned"),
+        default="learned",
+        help="learned: the decoder's reference boxes start at random and train (SAM 3's way); grid: they "
+        "start on a fixed grid and stay there (SAM3DetrDecoder.set_grid_reference_boxes; no better after "
+        "1,500 steps, docs/training.md)",
+    )
+    parser.add_argument("--cost-mask", type=float, default=0.0, help="SAM3Loss' mask BCE matching cost")
+    parser.add_argument("--cost-dice", type=float, default=0.0, help="SAM3Loss' mask dice matching cost")
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     args = parser.parse_args()
 
@@ -165,15 +221,13 @@ def main():
     segmenter = build_segmenter()
     if args.init_from:
         segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
+    if args.reference_boxes == "grid":
+        decoder = segmenter.backbone.detr_decoder
+        if args.init_from:
+            decoder.reference_points.trainable = False  # keep the loaded grid
+        else:
+            decoder.set_grid_reference_boxes(box_size=0.2)
     print(f"backend {keras.backend.backend()}, {segmenter.backbone.count_params():,} parameters", flush=True)
-    data = SyntheticShapesDataset(
-        segmenter.preprocessor,
-        batch_size=args.batch_size,
-        steps=args.max_steps,
-        seed=args.seed,
-        image_size=IMAGE_SIZE,
-        offset=args.data_offset,
-    )
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0,
         decay_steps=args.max_steps,
@@ -184,23 +238,33 @@ def main():
     # The schedule's horizon is the step budget the time allows: estimated
     # from a short first run would make training non-reproducible, so the
     # cosine runs over `--max-steps` and the time budget cuts it.
-    segmenter.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
-        loss=SAM3Loss(
-            pad_num_queries=NUM_QUERIES,
-            soft_targets=args.soft_targets,
-            negative_prompts=not args.meta_negatives,
-            positive_weight=args.positive_weight,
-        ),
-    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)
     budget = TimeBudget(
         args.minutes,
         stop_after=args.stop_after,
         save=lambda: segmenter.save_to_preset(args.output),
         save_every=args.save_every,
     )
+    plan = phases(args)
     start = time.time()
-    history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
+    losses = []
+    for i, (first, loss_kwargs) in enumerate(plan):
+        last = plan[i + 1][0] if i + 1 < len(plan) else args.max_steps
+        if budget.done() or first >= args.max_steps:
+            break
+        print(f"steps {first}-{last} (optimizer at {int(optimizer.iterations)}): SAM3Loss({loss_kwargs})", flush=True)
+        # The same optimizer across phases: its state and step count go on.
+        segmenter.compile(optimizer=optimizer, loss=SAM3Loss(**loss_kwargs))
+        data = SyntheticShapesDataset(
+            segmenter.preprocessor,
+            batch_size=args.batch_size,
+            steps=last - first,
+            seed=args.seed,
+            image_size=IMAGE_SIZE,
+            offset=args.data_offset + first,
+        )
+        history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
+        losses.append(float(history.history["loss"][-1]))
     elapsed = time.time() - start
     segmenter.save_to_preset(args.output)
     summary = {
@@ -208,7 +272,7 @@ def main():
         "steps": budget.steps,
         "batch_size": args.batch_size,
         "minutes": round(elapsed / 60, 1),
-        "final_loss": float(history.history["loss"][-1]),
+        "final_loss": losses[-1],
         "parameters": int(segmenter.backbone.count_params()),
         "learning_rate": args.learning_rate,
         "max_steps": args.max_steps,
@@ -217,8 +281,8 @@ def main():
         "init_from": args.init_from,
         "data_offset": args.data_offset,
         "soft_targets": args.soft_targets,
-        "negative_prompts": not args.meta_negatives,
-        "positive_weight": args.positive_weight,
+        "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
+        "reference_boxes": args.reference_boxes,
     }
     with open(os.path.join(args.output, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)

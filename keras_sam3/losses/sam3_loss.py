@@ -100,6 +100,10 @@ class SAM3Loss:
     Args:
         cost_class, cost_bbox, cost_giou: matching cost weights.
             Default `2.0`, `5.0`, `2.0`.
+        cost_mask, cost_dice: weights of a mask term in the matching cost
+            (Mask2Former-style: mean pixel BCE and dice of the last layer's
+            masks against each ground truth, added to every layer's cost).
+            Meta matches on boxes alone: default `0.0`, `0.0`.
         class_weight: IoU-aware classification. Defaults to `20.0`.
         positive_weight: weight of matched queries in it. Defaults to `10.0`.
         iou_alpha: target blend `p^a * IoU^(1-a)`. Defaults to `0.25`.
@@ -129,6 +133,8 @@ class SAM3Loss:
         cost_class=2.0,
         cost_bbox=5.0,
         cost_giou=2.0,
+        cost_mask=0.0,
+        cost_dice=0.0,
         class_weight=20.0,
         positive_weight=10.0,
         iou_alpha=0.25,
@@ -171,18 +177,39 @@ class SAM3Loss:
         _, giou = box_iou_and_giou(boxes_xyxy[:, :, None], gt_xyxy[:, None])
         return self.cost_class * class_cost[:, :, None] + self.cost_bbox * l1 - self.cost_giou * giou
 
-    def match(self, logits, boxes_xyxy, gt_xyxy, valid):
+    def mask_matching_cost(self, mask_logits, gt_masks):
+        """`(B, Q, h, w)` logits, `(B, G, Hm, Wm)` 0 / 1 -> `(B, Q, G)`.
+
+        Mean BCE over pixels and dice, at the prediction's resolution (the
+        targets resized bilinearly), both as matrix products.
+        """
+        batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
+        h, w = mask_logits.shape[2], mask_logits.shape[3]
+        targets = ops.reshape(_resize(gt_masks, (h, w)), (batch, count, h * w))  # (B, G, P)
+        logits = ops.reshape(mask_logits, (batch, -1, h * w))  # (B, Q, P)
+        targets_t = ops.transpose(targets, (0, 2, 1))  # (B, P, G)
+        # BCE(x, t) = softplus(x) - x t, averaged over the P pixels.
+        bce = (ops.sum(ops.softplus(logits), -1)[..., None] - ops.matmul(logits, targets_t)) / float(h * w)
+        p = ops.sigmoid(logits)
+        numerator = 2.0 * ops.matmul(p, targets_t) + 1.0
+        denominator = ops.sum(p, -1)[..., None] + ops.sum(targets, -1)[:, None, :] + 1.0
+        dice = 1.0 - numerator / denominator
+        return self.cost_mask * bce + self.cost_dice * dice
+
+    def match(self, logits, boxes_xyxy, gt_xyxy, valid, extra_cost=None):
         """One-hot assignment `(B, G, Q)` (zero rows for padding)."""
         cost = self.matching_cost(logits, boxes_xyxy, gt_xyxy)
+        if extra_cost is not None:
+            cost = cost + extra_cost
         index = hungarian_match(cost, valid)  # (B, G), -1 where unmatched
         matched = ops.cast(index >= 0, logits.dtype)
         one_hot = ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype)
         return one_hot * matched[..., None], ops.maximum(index, 0)
 
     # --- terms -------------------------------------------------------------
-    def _layer_terms(self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes):
+    def _layer_terms(self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes, mask_cost=None):
         """Class, presence and box losses of one decoder layer."""
-        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid)  # (B, G, Q), (B, G)
+        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid, mask_cost)  # (B, G, Q), (B, G)
         # Gathers, not one-hot matmuls: exact whatever the matmul precision.
         # (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
         matched_boxes = ops.take_along_axis(
@@ -236,6 +263,12 @@ class SAM3Loss:
         all_presence = ops.cast(y_pred["all_presence_logits"], "float32")  # (B, L, 1)
         num_layers = all_logits.shape[1]
         layers = range(num_layers) if self.aux_layers else [num_layers - 1]
+        mask_cost = None
+        if self.cost_mask or self.cost_dice:
+            mask_cost = self.mask_matching_cost(
+                ops.stop_gradient(ops.cast(y_pred["pred_masks"], "float32")),
+                ops.cast(y_true["masks"], "float32"),
+            )
 
         totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
         for layer in layers:
@@ -247,6 +280,7 @@ class SAM3Loss:
                 valid,
                 has_gt,
                 num_boxes,
+                mask_cost,
             )
             for name in totals:
                 totals[name] = totals[name] + terms[name]

@@ -4,6 +4,7 @@ and a log-scaled box relative position bias."""
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
@@ -173,11 +174,18 @@ class SAM3DetrDecoder(keras.layers.Layer):
         ]
         self.output_layer_norm = layer_norm("output_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.box_head = StackedMLP(d, 4, num_layers=3, dtype=policy, name="box_head")
-        self.query_embed = keras.layers.Embedding(num_queries, d, dtype=policy, name="query_embed")
-        self.reference_points = keras.layers.Embedding(
-            num_queries, 4, dtype=policy, name="reference_points"
-        )
-        self.presence_token = keras.layers.Embedding(1, d, dtype=policy, name="presence_token")
+        # Standard normal, as PyTorch's `nn.Embedding` (Meta's initialisation):
+        # Keras' default uniform(-0.05, 0.05) starts every query (and every
+        # reference box, at sigmoid(~0) = 0.5) nearly identical, and training
+        # from scratch never breaks that symmetry (docs/training.md).
+        def embedding(rows, cols, name):
+            return keras.layers.Embedding(
+                rows, cols, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0), dtype=policy, name=name
+            )
+
+        self.query_embed = embedding(num_queries, d, "query_embed")
+        self.reference_points = embedding(num_queries, 4, "reference_points")
+        self.presence_token = embedding(1, d, "presence_token")
         self.presence_head = StackedMLP(d, 1, num_layers=3, dtype=policy, name="presence_head")
         self.presence_layer_norm = layer_norm("presence_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.ref_point_head = StackedMLP(d, d, num_layers=2, dtype=policy, name="ref_point_head")
@@ -201,6 +209,29 @@ class SAM3DetrDecoder(keras.layers.Layer):
         self.box_rpb_embed_x.build((None, None, None, 2))
         self.box_rpb_embed_y.build((None, None, None, 2))
         self.built = True
+
+    def set_grid_reference_boxes(self, box_size=0.2, trainable=False):
+        """Spreads the learned reference boxes over a grid, for training
+        from scratch.
+
+        Sets query `i`'s initial box to the centre of cell `i` of an
+        `n x n` grid (`n * n = num_queries`, row-major) with width and height
+        `box_size`, and by default freezes them (DAB-DETR's fixed reference
+        points): each query starts from its own region, so matching is
+        consistent from the first steps and the queries do not collapse onto
+        one average box (docs/training.md). Leaves the variable trainable
+        with `trainable=True`. The frozen state is not saved with a preset.
+        """
+        n = int(round(math.sqrt(self.num_queries)))
+        if n * n != self.num_queries:
+            raise ValueError(f"A grid of reference boxes needs a square number of queries; got {self.num_queries}.")
+        if not 0.0 < box_size < 1.0:
+            raise ValueError(f"`box_size` must lie in (0, 1); got {box_size}.")
+        centres = (np.arange(n) + 0.5) / n
+        cy, cx = np.meshgrid(centres, centres, indexing="ij")
+        boxes = np.stack([cx.ravel(), cy.ravel(), np.full(n * n, box_size), np.full(n * n, box_size)], -1)
+        self.reference_points.embeddings.assign(np.log(boxes / (1.0 - boxes)).astype("float32"))
+        self.reference_points.trainable = trainable
 
     def _box_rpb(self, boxes, height, width):
         """`(B, Q, 4)` cxcywh -> `(B, h, 1 + Q, H * W)` attention bias."""

@@ -176,3 +176,34 @@ def test_hard_targets_for_training_from_scratch():
     s = y_pred["all_pred_logits"][0, 0].astype("float64")
     expected = 20 * (10 * bce(s[0], 1.0) + sigmoid(s[1]) ** 2 * bce(s[1], 0.0)) / 2
     assert float(terms["class"]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_mask_matching_cost_is_hand_computed_and_can_decide_the_match():
+    y_true, y_pred = one_prompt()
+    loss = SAM3Loss(cost_mask=5.0, cost_dice=5.0)
+    cost = ops.convert_to_numpy(
+        loss.mask_matching_cost(ops.convert_to_tensor(y_pred["pred_masks"]), ops.convert_to_tensor(y_true["masks"]))
+    )
+    assert cost.shape == (1, 2, 2)
+    for q in range(2):
+        for g in range(2):
+            x = y_pred["pred_masks"][0, q].astype("float64")
+            t = y_true["masks"][0, g]
+            assert cost[0, q, g] == pytest.approx(5 * bce(x, t).mean() + 5 * dice(x, t), rel=1e-5)
+    # Boxes and scores alone match query 0 (the box on the object). Give
+    # query 1 the object's mask and query 0 the opposite: a large enough mask
+    # cost moves the match, and the mask losses follow it.
+    y_pred["pred_masks"][0, 1] = np.where(y_true["masks"][0, 0] > 0, 8.0, -8.0)
+    y_pred["pred_masks"][0, 0] = -y_pred["pred_masks"][0, 1]
+    by_boxes, _ = SAM3Loss().match(
+        *(ops.convert_to_tensor(y_pred[k][:, 0]) for k in ("all_pred_logits", "all_pred_boxes")),
+        ops.convert_to_tensor(y_true["boxes"]),
+        ops.convert_to_tensor(y_true["valid"]),
+    )
+    assert ops.convert_to_numpy(by_boxes)[0, 0].tolist() == [1.0, 0.0]
+    strong = SAM3Loss(cost_mask=20.0, cost_dice=20.0)
+    terms = strong.compute(to_tensors(y_true), to_tensors(y_pred))
+    plain = SAM3Loss().compute(to_tensors(y_true), to_tensors(y_pred))
+    # Query 1's mask is the ground truth's: near-zero mask losses.
+    assert float(terms["mask"]) < 1e-3 < float(plain["mask"])
+    assert float(terms["dice"]) < 0.1 < float(plain["dice"])

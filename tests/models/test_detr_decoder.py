@@ -1,0 +1,47 @@
+"""SAM3DetrDecoder: initialisation and the grid of reference boxes."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sam3 import SAM3DetrDecoder
+
+
+def decoder(num_queries=16):
+    layer = SAM3DetrDecoder(hidden_dim=32, num_layers=2, num_heads=4, intermediate_dim=64, num_queries=num_queries)
+    layer.build()
+    return layer
+
+
+def test_query_and_reference_embeddings_start_standard_normal():
+    # As PyTorch's nn.Embedding (Meta's initialisation): distinct queries and
+    # reference boxes spread over the image, not all at sigmoid(0) = 0.5.
+    keras.utils.set_random_seed(0)
+    layer = decoder(num_queries=64)
+    queries = ops.convert_to_numpy(layer.query_embed.embeddings)
+    assert 0.9 < queries.std() < 1.1
+    boxes = 1 / (1 + np.exp(-ops.convert_to_numpy(layer.reference_points.embeddings)))
+    assert boxes.std(axis=0).min() > 0.15
+
+
+def test_grid_reference_boxes_are_set_and_frozen():
+    layer = decoder()
+    layer.set_grid_reference_boxes(box_size=0.25)
+    boxes = 1 / (1 + np.exp(-ops.convert_to_numpy(layer.reference_points.embeddings)))
+    centres = np.array([0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(boxes[:4, 0], centres, atol=1e-6)  # first row: x varies
+    np.testing.assert_allclose(boxes[:4, 1], 0.125, atol=1e-6)
+    np.testing.assert_allclose(boxes[::4, 1], centres, atol=1e-6)  # first column: y varies
+    np.testing.assert_allclose(boxes[:, 2:], 0.25, atol=1e-6)
+    assert not layer.reference_points.trainable
+    assert all(v.path != layer.reference_points.embeddings.path for v in layer.trainable_variables)
+    layer.set_grid_reference_boxes(trainable=True)
+    assert layer.reference_points.trainable
+
+
+def test_grid_reference_boxes_reject_bad_arguments():
+    with pytest.raises(ValueError, match="square number of queries"):
+        decoder(num_queries=10).set_grid_reference_boxes()
+    with pytest.raises(ValueError, match="box_size"):
+        decoder().set_grid_reference_boxes(box_size=1.5)
