@@ -51,7 +51,7 @@ SEQUENCE_LENGTH = 16
 NUM_QUERIES = 16
 
 
-def embedded_backbone(vocabulary_size):
+def embedded_backbone(vocabulary_size, query_initializer=None):
     d = 64
     # No dropout: an hour from scratch on endless fresh samples does not overfit.
     small = dict(hidden_dim=d, num_heads=4, intermediate_dim=256, dropout_rate=0.0)
@@ -78,19 +78,21 @@ def embedded_backbone(vocabulary_size):
         ),
         geometry_encoder=SAM3GeometryEncoder(num_layers=1, **small),
         detr_encoder=SAM3DetrEncoder(num_layers=2, **small),
-        detr_decoder=SAM3DetrDecoder(num_layers=3, num_queries=NUM_QUERIES, **small),
+        detr_decoder=SAM3DetrDecoder(
+            num_layers=3, num_queries=NUM_QUERIES, query_initializer=query_initializer, **small
+        ),
         scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=256, dropout_rate=0.0),
         mask_decoder=SAM3MaskDecoder(hidden_dim=d, num_heads=4),
         image_size=IMAGE_SIZE,
     )
 
 
-def build_segmenter():
+def build_segmenter(query_initializer=None):
     tokenizer = shapes_tokenizer(SEQUENCE_LENGTH)
     preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(
         tokenizer, SAM3ImageConverter(IMAGE_SIZE)
     )
-    backbone = embedded_backbone(tokenizer.vocabulary_size)
+    backbone = embedded_backbone(tokenizer.vocabulary_size, query_initializer)
     return SAM3PromptableConceptImageSegmenter(backbone=backbone, preprocessor=preprocessor)
 
 
@@ -212,13 +214,19 @@ def main():
         "start on a fixed grid and stay there (SAM3DetrDecoder.set_grid_reference_boxes; no better after "
         "1,500 steps, docs/training.md)",
     )
+    parser.add_argument(
+        "--uniform-query-init",
+        action="store_true",
+        help="Keras' uniform(-0.05, 0.05) for the decoder's queries, reference boxes and presence token "
+        "(what the decoder used before it took nn.Embedding's standard normal): reproduces runs made then",
+    )
     parser.add_argument("--cost-mask", type=float, default=0.0, help="SAM3Loss' mask BCE matching cost")
     parser.add_argument("--cost-dice", type=float, default=0.0, help="SAM3Loss' mask dice matching cost")
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(args.seed)
-    segmenter = build_segmenter()
+    segmenter = build_segmenter("uniform" if args.uniform_query_init else None)
     if args.init_from:
         segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
     if args.reference_boxes == "grid":

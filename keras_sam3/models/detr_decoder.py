@@ -121,6 +121,12 @@ class SAM3DetrDecoder(keras.layers.Layer):
             `+-presence_clamp`, as in the reference; Meta's code leaves them
             unclamped (None). Defaults to `10.0`.
         dropout_rate: float. Training-only dropout. Defaults to `0.1`.
+        query_initializer: initializer of the learned queries, reference
+            boxes and presence token. Defaults to standard normal, as
+            PyTorch's `nn.Embedding` (Meta's); Keras' `"uniform"`
+            (-0.05, 0.05) starts every query and reference box nearly alike,
+            and training from scratch then often stays collapsed
+            (docs/training.md).
 
     Call arguments:
         memory: `(B, H, W, D)` DETR encoder output on its grid.
@@ -145,9 +151,13 @@ class SAM3DetrDecoder(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         presence_clamp=10.0,
         dropout_rate=0.1,
+        query_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if query_initializer is None:
+            query_initializer = keras.initializers.RandomNormal(stddev=1.0)
+        self.query_initializer = keras.initializers.get(query_initializer)
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -174,13 +184,9 @@ class SAM3DetrDecoder(keras.layers.Layer):
         ]
         self.output_layer_norm = layer_norm("output_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.box_head = StackedMLP(d, 4, num_layers=3, dtype=policy, name="box_head")
-        # Standard normal, as PyTorch's `nn.Embedding` (Meta's initialisation):
-        # Keras' default uniform(-0.05, 0.05) starts every query (and every
-        # reference box, at sigmoid(~0) = 0.5) nearly identical, and training
-        # from scratch never breaks that symmetry (docs/training.md).
         def embedding(rows, cols, name):
             return keras.layers.Embedding(
-                rows, cols, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0), dtype=policy, name=name
+                rows, cols, embeddings_initializer=self.query_initializer, dtype=policy, name=name
             )
 
         self.query_embed = embedding(num_queries, d, "query_embed")
@@ -309,6 +315,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "presence_clamp": self.presence_clamp,
                 "dropout_rate": self.dropout_rate,
+                "query_initializer": keras.initializers.serialize(self.query_initializer),
             }
         )
         return config

@@ -45,3 +45,18 @@ def test_grid_reference_boxes_reject_bad_arguments():
         decoder(num_queries=10).set_grid_reference_boxes()
     with pytest.raises(ValueError, match="box_size"):
         decoder().set_grid_reference_boxes(box_size=1.5)
+
+
+def test_query_initializer_is_configurable_and_serialized():
+    keras.utils.set_random_seed(0)
+    layer = SAM3DetrDecoder(
+        hidden_dim=32, num_layers=1, num_heads=4, intermediate_dim=64, num_queries=64, query_initializer="uniform"
+    )
+    layer.build()
+    queries = ops.convert_to_numpy(layer.query_embed.embeddings)
+    assert np.abs(queries).max() <= 0.05  # Keras' RandomUniform(-0.05, 0.05)
+    restored = SAM3DetrDecoder.from_config(layer.get_config())
+    assert isinstance(restored.query_initializer, keras.initializers.RandomUniform)
+    default = SAM3DetrDecoder.from_config(decoder().get_config())
+    assert isinstance(default.query_initializer, keras.initializers.RandomNormal)
+    assert default.query_initializer.stddev == 1.0

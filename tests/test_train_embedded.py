@@ -1,0 +1,51 @@
+"""tools/train_embedded.py: the loss phases of one training command."""
+
+import argparse
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("train_embedded", os.path.join(ROOT, "tools", "train_embedded.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def args(**overrides):
+    values = dict(
+        soft_targets=False,
+        positive_weight=10.0,
+        cost_mask=0.0,
+        cost_dice=0.0,
+        meta_negatives=False,
+        negatives_after=2000,
+        late_positive_weight=None,
+        late_after=0,
+    )
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_negatives_start_after_the_first_phase():
+    plan = load_tool().phases(args())
+    assert [first for first, _ in plan] == [0, 2000]
+    assert [kw["negative_prompts"] for _, kw in plan] == [False, True]
+    assert all(kw["positive_weight"] == 10.0 and kw["soft_targets"] is False for _, kw in plan)
+
+
+def test_meta_negatives_and_a_late_positive_weight():
+    tool = load_tool()
+    plan = tool.phases(args(meta_negatives=True))
+    assert len(plan) == 1 and plan[0][1]["negative_prompts"] is False
+    plan = tool.phases(args(late_positive_weight=3.0, late_after=5000))
+    assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [
+        (0, False, 10.0),
+        (2000, True, 10.0),
+        (5000, True, 3.0),
+    ]
+    # Both changes at step 0: one phase with both.
+    plan = tool.phases(args(negatives_after=0, late_positive_weight=3.0, late_after=0))
+    assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [(0, True, 3.0)]
