@@ -8,7 +8,8 @@ Hungarian algorithm on
     cost = 2 * class_cost + 5 * L1(cxcywh) + 2 * (-GIoU),
     class_cost(p) = -0.25 (1 - p)^2 log p + 0.75 p^2 log(1 - p),
 
-(no presence term; prompts without ground truth match nothing). Then:
+(no presence term; prompts without ground truth match nothing; `cost_mask`
+and `cost_dice` optionally add a mask term, off as in Meta's). Then:
 
 - classification, every layer: IoU-aware BCE. A matched query's target is
   `max(p^0.25 * IoU^0.75, 0.01)` (box IoU, no gradient), weighted by
@@ -265,10 +266,15 @@ class SAM3Loss:
         layers = range(num_layers) if self.aux_layers else [num_layers - 1]
         mask_cost = None
         if self.cost_mask or self.cost_dice:
+            if "masks" not in y_true:
+                raise ValueError("A mask matching cost is set but the targets have no 'masks'; set cost_mask = cost_dice = 0.")
             mask_cost = self.mask_matching_cost(
                 ops.stop_gradient(ops.cast(y_pred["pred_masks"], "float32")),
                 ops.cast(y_true["masks"], "float32"),
             )
+            if "mask_valid" in y_true:
+                # Box-only instances are matched on boxes and scores alone.
+                mask_cost = mask_cost * ops.cast(y_true["mask_valid"], "float32")[:, None, :]
 
         totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
         for layer in layers:

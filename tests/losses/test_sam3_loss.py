@@ -207,3 +207,20 @@ def test_mask_matching_cost_is_hand_computed_and_can_decide_the_match():
     # Query 1's mask is the ground truth's: near-zero mask losses.
     assert float(terms["mask"]) < 1e-3 < float(plain["mask"])
     assert float(terms["dice"]) < 0.1 < float(plain["dice"])
+
+
+def test_mask_matching_cost_needs_masks_and_skips_box_only_instances():
+    y_true, y_pred = one_prompt()
+    del y_true["masks"]
+    loss = SAM3Loss(cost_mask=5.0, mask_weight=0, dice_weight=0, semantic_weight=0, semantic_dice_weight=0)
+    with pytest.raises(ValueError, match="mask matching cost"):
+        loss.compute(to_tensors(y_true), to_tensors(y_pred))
+    # A box-only instance (mask_valid 0) is matched as without the mask cost.
+    y_true, y_pred = one_prompt()
+    y_pred["pred_masks"][0, 1] = np.where(y_true["masks"][0, 0] > 0, 8.0, -8.0)
+    y_pred["pred_masks"][0, 0] = -y_pred["pred_masks"][0, 1]
+    y_true["mask_valid"] = np.array([[0.0, 0.0]], "float32")
+    strong = SAM3Loss(cost_mask=20.0, cost_dice=20.0).compute(to_tensors(y_true), to_tensors(y_pred))
+    plain = SAM3Loss().compute(to_tensors(y_true), to_tensors(y_pred))
+    for name in plain:
+        assert float(strong[name]) == pytest.approx(float(plain[name]), rel=1e-6), name
