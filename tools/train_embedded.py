@@ -10,9 +10,13 @@ saved as a Keras preset (weights + tokenizer vocabulary).
 
     KERAS_BACKEND=torch python tools/train_embedded.py --minutes 60 --max-steps 9000 --output presets/sam3_shapes
 
-The shipped preset was made in three stages (`--init-from` the previous
-one); their commands are in `presets/sam3_shapes.json` and
-`docs/training.md`, their records in `presets/sam3_shapes/training_*.json`.
+Within one run the loss changes in phases: absent concepts train the
+queries from `--negatives-after` on, and `--late-positive-weight` takes
+over at `--late-after` (one optimizer throughout). The shipped preset was
+made in three stages (`--init-from` the previous one) before the decoder's
+queries started standard normal (`--uniform-query-init` reproduces that);
+their commands are in `presets/sam3_shapes.json` and `docs/training.md`,
+their records in `presets/sam3_shapes/training_*.json`.
 
 The learning-rate schedule spans `--max-steps`; the time budget may stop
 training earlier (the step count is printed and saved in the preset's
