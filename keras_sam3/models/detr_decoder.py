@@ -223,9 +223,9 @@ class SAM3DetrDecoder(keras.layers.Layer):
         Sets query `i`'s initial box to the centre of cell `i` of an
         `n x n` grid (`n * n = num_queries`, row-major) with width and height
         `box_size`, and by default freezes them (DAB-DETR's fixed reference
-        points): each query starts from its own region, so matching is
-        consistent from the first steps and the queries do not collapse onto
-        one average box (docs/training.md). Leaves the variable trainable
+        points): each query starts from its own region, meant to keep the
+        matching consistent from the first steps. On the embedded model it
+        was no better than learned boxes (docs/training.md). Leaves the variable trainable
         with `trainable=True`. The frozen state is not saved with a preset.
         """
         n = int(round(math.sqrt(self.num_queries)))
