@@ -153,6 +153,8 @@ def phases(args):
         positive_weight=args.positive_weight,
         cost_mask=args.cost_mask,
         cost_dice=args.cost_dice,
+        bbox_weight=args.bbox_weight,
+        giou_weight=args.giou_weight,
     )
     changes = {0: {}}
     if not args.meta_negatives:
@@ -226,6 +228,8 @@ def main():
     )
     parser.add_argument("--cost-mask", type=float, default=0.0, help="SAM3Loss' mask BCE matching cost")
     parser.add_argument("--cost-dice", type=float, default=0.0, help="SAM3Loss' mask dice matching cost")
+    parser.add_argument("--bbox-weight", type=float, default=5.0, help="SAM3Loss' L1 box loss weight (Meta's 5)")
+    parser.add_argument("--giou-weight", type=float, default=2.0, help="SAM3Loss' GIoU loss weight (Meta's 2)")
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     args = parser.parse_args()
 

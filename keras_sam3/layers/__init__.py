@@ -1,4 +1,7 @@
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import FusedConv2DTranspose
+from keras_sam3.layers.dense import FusedDense
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.rope import apply_rope
 from keras_sam3.layers.rope import axial_rope_tables

@@ -252,14 +252,21 @@ class SAM3DetrDecoder(keras.layers.Layer):
             delta = delta * 8.0
             return ops.sign(delta) * ops.log2(ops.abs(delta) + 1.0) / math.log2(8)
 
-        ey = self.box_rpb_embed_y(log_scaled(rows, y1, y2))  # (B, Q, H, h)
-        ex = self.box_rpb_embed_x(log_scaled(cols, x1, x2))  # (B, Q, W, h)
-        # (B, Q, H, 1, h) + (B, Q, 1, W, h) -> (B, Q, H * W, h) -> (B, h, Q, H * W)
-        rpb = ey[:, :, :, None, :] + ex[:, :, None, :, :]
-        rpb = ops.reshape(rpb, (ops.shape(rpb)[0], self.num_queries, height * width, self.num_heads))
-        rpb = ops.transpose(rpb, (0, 3, 1, 2))
-        # The presence token attends without bias: a zero row in front.
-        return ops.pad(rpb, ((0, 0), (0, 0), (1, 0), (0, 0)))
+        # The presence token attends without bias: a zero row in front of
+        # both factors gives a zero row in their sum. The heads go in front
+        # before the outer sum, so the large bias is written once, already
+        # in the layout attention reads (a transpose or pad of the
+        # (B, h, 1 + Q, H * W) tensor is a strided copy that cost more than
+        # the sum at 1008 px).
+        def heads_first(embedding):
+            # (B, Q, n, h) -> (B, h, 1 + Q, n)
+            return ops.pad(ops.transpose(embedding, (0, 3, 1, 2)), ((0, 0), (0, 0), (1, 0), (0, 0)))
+
+        ey = heads_first(self.box_rpb_embed_y(log_scaled(rows, y1, y2)))
+        ex = heads_first(self.box_rpb_embed_x(log_scaled(cols, x1, x2)))
+        # (B, h, 1 + Q, H, 1) + (B, h, 1 + Q, 1, W) -> (B, h, 1 + Q, H * W)
+        rpb = ey[:, :, :, :, None] + ex[:, :, :, None, :]
+        return ops.reshape(rpb, (ops.shape(rpb)[0], self.num_heads, self.num_queries + 1, height * width))
 
     def call(self, memory, memory_pos, prompt, prompt_mask, training=None):
         _, height, width, d = memory.shape

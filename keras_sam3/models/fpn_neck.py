@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import FusedConv2DTranspose
 from keras_sam3.layers.position_encoding import SinePositionEncoding2D
 
 
@@ -28,7 +30,7 @@ class FPNLevel(keras.layers.Layer):
         self.scale_factor = float(scale_factor)
 
         def deconv(width, name):
-            return keras.layers.Conv2DTranspose(
+            return FusedConv2DTranspose(
                 width, 2, strides=2, dtype=self.dtype_policy, name=name
             )
 
@@ -51,10 +53,10 @@ class FPNLevel(keras.layers.Layer):
             raise ValueError(
                 f"scale_factor must be one of 4.0, 2.0, 1.0, 0.5; got {scale_factor}."
             )
-        self.proj1 = keras.layers.Conv2D(
+        self.proj1 = FusedConv2D(
             hidden_dim, 1, dtype=self.dtype_policy, name="proj1"
         )
-        self.proj2 = keras.layers.Conv2D(
+        self.proj2 = FusedConv2D(
             hidden_dim, 3, padding="same", dtype=self.dtype_policy, name="proj2"
         )
 

@@ -4,20 +4,23 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.conv import FusedConv2D
 from keras_sam3.layers.group_norm import GroupNormalization
 from keras_sam3.layers.mlp import StackedMLP
 
 
-def upsample_nearest(x, size):
-    """Nearest-neighbour upsampling of `(B, h, w, C)` by an integer factor."""
-    _, h, w, _ = x.shape
+def upsample_nearest_add(x, skip):
+    """`skip` plus `x` upsampled (nearest neighbour) to its size by an
+    integer factor, in one broadcast add: the upsampled map is never
+    written out on its own (at 1008 px that map is 288 x 288 x 256)."""
+    _, h, w, channels = x.shape
+    size = skip.shape[1:3]
     fy, fx = size[0] // h, size[1] // w
     if fy * h != size[0] or fx * w != size[1]:
         raise ValueError(f"Cannot upsample {(h, w)} to {tuple(size)} by an integer factor.")
-    channels = x.shape[-1]
-    # (B, h, w, C) -> (B, h, fy, w, fx, C) -> (B, h * fy, w * fx, C)
-    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, fy, w, fx, channels))
-    return ops.reshape(x, (-1, h * fy, w * fx, channels))
+    # (B, h * fy, w * fx, C) -> (B, h, fy, w, fx, C), + (B, h, 1, w, 1, C)
+    y = ops.reshape(skip, (-1, h, fy, w, fx, channels)) + x[:, :, None, :, None, :]
+    return ops.reshape(y, (-1, h * fy, w * fx, channels))
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -72,7 +75,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
         policy = self.dtype_policy
         d = hidden_dim
         self.conv_layers = [
-            keras.layers.Conv2D(d, 3, padding="same", dtype=policy, name=f"conv_layers_{i}")
+            FusedConv2D(d, 3, padding="same", dtype=policy, name=f"conv_layers_{i}")
             for i in range(num_upsampling_stages)
         ]
         self.norms = [
@@ -87,8 +90,8 @@ class SAM3MaskDecoder(keras.layers.Layer):
             dtype=policy,
             name="mask_embedder",
         )
-        self.instance_projection = keras.layers.Conv2D(d, 1, dtype=policy, name="instance_projection")
-        self.semantic_projection = keras.layers.Conv2D(1, 1, dtype=policy, name="semantic_projection")
+        self.instance_projection = FusedConv2D(d, 1, dtype=policy, name="instance_projection")
+        self.semantic_projection = FusedConv2D(1, 1, dtype=policy, name="semantic_projection")
         self.prompt_cross_attn = Attention(d, num_heads, dtype=policy, name="prompt_cross_attn")
         self.prompt_cross_attn_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="prompt_cross_attn_norm"
@@ -125,7 +128,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
         # (B, N, D) -> (B, H, W, D)
         x = ops.reshape(memory, (-1, height, width, d))
         for conv, norm, skip in zip(self.conv_layers, self.norms, reversed(skips)):
-            x = upsample_nearest(x, skip.shape[1:3]) + skip
+            x = upsample_nearest_add(x, skip)
             x = ops.relu(norm(conv(x)))
 
         instance = self.instance_projection(x)  # (B, H0, W0, D)

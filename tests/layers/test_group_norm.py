@@ -30,3 +30,19 @@ def test_affine_parameters_and_config():
     np.testing.assert_allclose(out, _reference(x, 4, 1e-3) * np.arange(8) + 1, atol=1e-5)
     assert [v.path.split("/")[-1] for v in layer.weights] == ["gamma", "beta"]
     assert GroupNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_bfloat16_and_gradients():
+    x = np.random.default_rng(2).normal(size=(2, 4, 4, 8)).astype("float32")
+    out = GroupNormalization(2, dtype="bfloat16")(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")), _reference(x, 2), atol=5e-2
+    )
+    model = keras.Sequential([keras.Input((4, 4, 8)), GroupNormalization(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    target = np.full((2, 4, 4, 8), 0.5, "float32")
+    before = model.evaluate(x, target, verbose=0)
+    for _ in range(5):
+        model.train_on_batch(x, target)
+    assert model.evaluate(x, target, verbose=0) < before

@@ -1,0 +1,85 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import FusedConv2DTranspose
+from keras_sam3.ops.conv import conv2d
+from keras_sam3.ops.conv import conv2d_transpose
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize(
+    "kernel_size, strides, padding, dilation, groups",
+    [
+        (1, 1, "valid", 1, 1),
+        (3, 1, "same", 1, 1),
+        (3, 1, "same", 2, 1),
+        (3, 2, "same", 1, 1),  # asymmetric "same": Keras' own path
+        (2, 2, "valid", 1, 1),
+        (5, 1, "valid", 1, 1),
+        (3, 1, "same", 1, 2),
+        (4, 1, "same", 1, 1),  # even kernel "same": Keras' own path
+    ],
+)
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv2d_equals_keras_conv(kernel_size, strides, padding, dilation, groups, use_bias):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 7, 4)).astype("float32")
+    kernel = rng.normal(size=(kernel_size, kernel_size, 4 // groups, 6)).astype("float32")
+    bias = rng.normal(size=(6,)).astype("float32") if use_bias else None
+    expected = _np(keras.ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation))
+    if use_bias:
+        expected = expected + bias
+    out = _np(conv2d(x, kernel, bias, strides=strides, padding=padding, dilation_rate=dilation))
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size, strides", [(2, 2), (3, 1), (3, 2)])
+def test_conv2d_transpose_equals_keras(kernel_size, strides):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    kernel = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype("float32")
+    bias = rng.normal(size=(3,)).astype("float32")
+    expected = _np(keras.ops.conv_transpose(x, kernel, strides=strides, padding="valid")) + bias
+    out = _np(conv2d_transpose(x, kernel, bias, strides=strides))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "ours_cls, theirs_cls, kwargs",
+    [
+        (FusedConv2D, keras.layers.Conv2D, dict(kernel_size=3, padding="same", activation="gelu")),
+        (FusedConv2D, keras.layers.Conv2D, dict(kernel_size=1)),
+        (FusedConv2DTranspose, keras.layers.Conv2DTranspose, dict(kernel_size=2, strides=2)),
+    ],
+)
+def test_fused_layers_equal_keras_layers_forward_and_backward(ours_cls, theirs_cls, kwargs):
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 3)).astype("float32")
+    y = None
+    weights = []
+    for cls in (ours_cls, theirs_cls):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6, 6, 3)), cls(5, **kwargs)])
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        out = _np(model(x))
+        if y is None:
+            y, target = out, np.zeros_like(out)
+        else:
+            np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
+        model.train_on_batch(x, target + 1.0)
+        weights.append([_np(w) for w in model.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_conv_mixed_bfloat16_and_serialization():
+    layer = FusedConv2D(4, 3, padding="same", dtype="mixed_bfloat16")
+    out = layer(np.ones((1, 5, 5, 2), "float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(clone, FusedConv2D) and clone.filters == 4

@@ -1,0 +1,78 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sam3.layers.dense import FusedDense
+from keras_sam3.ops.linear import linear
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 5, 3), (2, 4, 5, 3)])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_linear_equals_matmul_plus_bias(shape, use_bias):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype("float32")
+    kernel = rng.normal(size=(3, 7)).astype("float32")
+    bias = rng.normal(size=(7,)).astype("float32") if use_bias else None
+    expected = x @ kernel + (bias if use_bias else 0.0)
+    out = keras.ops.convert_to_numpy(linear(x, kernel, bias))
+    assert out.shape == shape[:-1] + (7,)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_mixed_dtypes_fall_back_to_promotion():
+    x = np.arange(6, dtype="int32").reshape(2, 3)
+    kernel = np.ones((3, 2), "float32")
+    out = keras.ops.convert_to_numpy(linear(x, kernel, np.ones((2,), "float32")))
+    np.testing.assert_allclose(out, x @ kernel + 1.0)
+
+
+def _pair(units=6, **kwargs):
+    ours, theirs = FusedDense(units, **kwargs), keras.layers.Dense(units, **kwargs)
+    ours.build((None, 4))
+    theirs.build((None, 4))
+    theirs.set_weights(ours.get_weights())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "mixed_bfloat16"])
+def test_fused_dense_equals_keras_dense(dtype):
+    ours, theirs = _pair(activation="gelu", dtype=dtype)
+    x = np.random.default_rng(1).normal(size=(3, 2, 4)).astype("float32")
+    a, b = ours(x), theirs(x)
+    assert keras.backend.standardize_dtype(a.dtype) == keras.backend.standardize_dtype(b.dtype)
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(a, "float32")),
+        keras.ops.convert_to_numpy(keras.ops.cast(b, "float32")),
+        rtol=tol,
+        atol=tol,
+    )
+
+
+def test_fused_dense_gradient_equals_keras_dense():
+    ours, theirs = _pair()
+    x = np.random.default_rng(2).normal(size=(5, 4)).astype("float32")
+    grads = []
+    for layer in (ours, theirs):
+        model = keras.Sequential([keras.Input((4,)), layer])
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        model.train_on_batch(x, np.zeros((5, 6), "float32"))
+        grads.append([keras.ops.convert_to_numpy(w) for w in layer.weights])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_dense_lora_and_serialization():
+    ours, theirs = _pair()
+    for layer in (ours, theirs):
+        layer.enable_lora(2)
+        layer.lora_kernel_a.assign(np.linspace(-1, 1, 8).reshape(4, 2).astype("float32"))
+        layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.3, "float32"))
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(theirs(x)), rtol=1e-5, atol=1e-5
+    )
+    assert [w.name for w in ours.trainable_weights] == [w.name for w in theirs.trainable_weights]
+    assert "kernel" not in [w.name for w in ours.trainable_weights]
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(FusedDense(3, use_bias=False)))
+    assert isinstance(clone, FusedDense) and clone.units == 3 and not clone.use_bias
