@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.rope import apply_rope
 
 
@@ -66,7 +66,7 @@ class Attention(keras.layers.Layer):
         self.head_dim = self.inner_dim // num_heads
 
         def dense(width, name):
-            return FusedDense(
+            return Dense(
                 width, use_bias=use_bias, dtype=self.dtype_policy, name=name
             )
 

@@ -5,14 +5,16 @@ from keras_sam3.ops.conv import conv2d_transpose
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class FusedConv2D(keras.layers.Conv2D):
+class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (channels last) whose convolution and bias
     run as one op without layout copies (`keras_sam3.ops.conv2d`).
 
-    Same variables and configuration as `keras.layers.Conv2D`.
+    Same variables and configuration as `keras.layers.Conv2D`, and the same
+    class name (Keras names layers held in lists by their class in weight
+    files; another name would break saved presets).
 
     Example:
-    >>> FusedConv2D(4, 3, padding="same")(keras.ops.ones((1, 8, 8, 2))).shape
+    >>> Conv2D(4, 3, padding="same")(keras.ops.ones((1, 8, 8, 2))).shape
     (1, 8, 8, 4)
     """
 
@@ -24,12 +26,12 @@ class FusedConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class FusedConv2DTranspose(keras.layers.Conv2DTranspose):
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
     """`keras.layers.Conv2DTranspose` (channels last) with the bias folded
     in (`keras_sam3.ops.conv2d_transpose`).
 
     Example:
-    >>> FusedConv2DTranspose(4, 2, strides=2)(keras.ops.ones((1, 8, 8, 2))).shape
+    >>> Conv2DTranspose(4, 2, strides=2)(keras.ops.ones((1, 8, 8, 2))).shape
     (1, 16, 16, 4)
     """
 

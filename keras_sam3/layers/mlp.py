@@ -1,6 +1,6 @@
 import keras
 
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.dense import Dense
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -33,10 +33,10 @@ class MLP(keras.layers.Layer):
         self.activation = activation
         self.output_dim = output_dim or hidden_dim
         self._activation_fn = get_activation(activation)
-        self.fc1 = FusedDense(
+        self.fc1 = Dense(
             intermediate_dim, dtype=self.dtype_policy, name="fc1"
         )
-        self.fc2 = FusedDense(
+        self.fc2 = Dense(
             self.output_dim, dtype=self.dtype_policy, name="fc2"
         )
 
@@ -121,7 +121,7 @@ class StackedMLP(keras.layers.Layer):
         self._activation_fn = get_activation(activation)
         widths = [hidden_dim] * (num_layers - 1) + [output_dim]
         self.dense_layers = [
-            FusedDense(width, dtype=self.dtype_policy, name=name)
+            Dense(width, dtype=self.dtype_policy, name=name)
             for width, name in zip(widths, self.layer_names)
         ]
 

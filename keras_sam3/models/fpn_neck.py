@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_sam3.layers.conv import FusedConv2D
-from keras_sam3.layers.conv import FusedConv2DTranspose
+from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.conv import Conv2DTranspose
 from keras_sam3.layers.position_encoding import SinePositionEncoding2D
 
 
@@ -30,7 +30,7 @@ class FPNLevel(keras.layers.Layer):
         self.scale_factor = float(scale_factor)
 
         def deconv(width, name):
-            return FusedConv2DTranspose(
+            return Conv2DTranspose(
                 width, 2, strides=2, dtype=self.dtype_policy, name=name
             )
 
@@ -53,10 +53,10 @@ class FPNLevel(keras.layers.Layer):
             raise ValueError(
                 f"scale_factor must be one of 4.0, 2.0, 1.0, 0.5; got {scale_factor}."
             )
-        self.proj1 = FusedConv2D(
+        self.proj1 = Conv2D(
             hidden_dim, 1, dtype=self.dtype_policy, name="proj1"
         )
-        self.proj2 = FusedConv2D(
+        self.proj2 = Conv2D(
             hidden_dim, 3, padding="same", dtype=self.dtype_policy, name="proj2"
         )
 

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_sam3.layers.conv import FusedConv2D
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.position_encoding import sine_encode
 from keras_sam3.layers.transformer import PreNormFusionBlock
@@ -80,17 +80,17 @@ class SAM3GeometryEncoder(keras.layers.Layer):
 
         self.label_embed = keras.layers.Embedding(2, hidden_dim, dtype=policy, name="label_embed")
         self.cls_embed = keras.layers.Embedding(1, hidden_dim, dtype=policy, name="cls_embed")
-        self.boxes_direct_project = FusedDense(
+        self.boxes_direct_project = Dense(
             hidden_dim, dtype=policy, name="boxes_direct_project"
         )
-        self.boxes_pool_project = FusedConv2D(
+        self.boxes_pool_project = Conv2D(
             hidden_dim, roi_size, dtype=policy, name="boxes_pool_project"
         )
-        self.boxes_pos_enc_project = FusedDense(
+        self.boxes_pos_enc_project = Dense(
             hidden_dim, dtype=policy, name="boxes_pos_enc_project"
         )
         self.vision_layer_norm = layer_norm("vision_layer_norm", layer_norm_epsilon, self.dtype_policy)
-        self.final_proj = FusedDense(hidden_dim, dtype=policy, name="final_proj")
+        self.final_proj = Dense(hidden_dim, dtype=policy, name="final_proj")
         self.prompt_layer_norm = layer_norm("prompt_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.encoder_layers = [
             PreNormFusionBlock(

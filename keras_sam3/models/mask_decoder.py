@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
-from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.group_norm import GroupNormalization
 from keras_sam3.layers.mlp import StackedMLP
 
@@ -75,7 +75,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
         policy = self.dtype_policy
         d = hidden_dim
         self.conv_layers = [
-            FusedConv2D(d, 3, padding="same", dtype=policy, name=f"conv_layers_{i}")
+            Conv2D(d, 3, padding="same", dtype=policy, name=f"conv_layers_{i}")
             for i in range(num_upsampling_stages)
         ]
         self.norms = [
@@ -90,8 +90,8 @@ class SAM3MaskDecoder(keras.layers.Layer):
             dtype=policy,
             name="mask_embedder",
         )
-        self.instance_projection = FusedConv2D(d, 1, dtype=policy, name="instance_projection")
-        self.semantic_projection = FusedConv2D(1, 1, dtype=policy, name="semantic_projection")
+        self.instance_projection = Conv2D(d, 1, dtype=policy, name="instance_projection")
+        self.semantic_projection = Conv2D(1, 1, dtype=policy, name="semantic_projection")
         self.prompt_cross_attn = Attention(d, num_heads, dtype=policy, name="prompt_cross_attn")
         self.prompt_cross_attn_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="prompt_cross_attn_norm"

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.mlp import StackedMLP
 
 
@@ -56,8 +56,8 @@ class SAM3DotProductScoring(keras.layers.Layer):
         self.text_mlp_out_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="text_mlp_out_norm"
         )
-        self.text_proj = FusedDense(hidden_dim, dtype=policy, name="text_proj")
-        self.query_proj = FusedDense(hidden_dim, dtype=policy, name="query_proj")
+        self.text_proj = Dense(hidden_dim, dtype=policy, name="text_proj")
+        self.query_proj = Dense(hidden_dim, dtype=policy, name="query_proj")
 
     def build(self, *args, **kwargs):
         tokens = (None, None, self.hidden_dim)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.mlp import MLP
 
 
@@ -169,7 +169,7 @@ class SAM3TextEncoder(keras.layers.Layer):
         self.final_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_layer_norm"
         )
-        self.text_projection = FusedDense(
+        self.text_projection = Dense(
             output_dim, dtype=self.dtype_policy, name="text_projection"
         )
 

@@ -5,8 +5,8 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
-from keras_sam3.layers.conv import FusedConv2D
-from keras_sam3.layers.conv import FusedConv2DTranspose
+from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.conv import Conv2DTranspose
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import StackedMLP
 
@@ -222,16 +222,16 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
         self.transformer = TwoWayTransformer(
             d, num_layers, num_heads, mlp_dim, downsample_rate, dtype=policy, name="transformer"
         )
-        self.upscale_conv1 = FusedConv2DTranspose(d // 4, 2, strides=2, dtype=policy, name="upscale_conv1")
+        self.upscale_conv1 = Conv2DTranspose(d // 4, 2, strides=2, dtype=policy, name="upscale_conv1")
         self.upscale_layer_norm = layer_norm("upscale_layer_norm", 1e-6, policy)
-        self.upscale_conv2 = FusedConv2DTranspose(d // 8, 2, strides=2, dtype=policy, name="upscale_conv2")
+        self.upscale_conv2 = Conv2DTranspose(d // 8, 2, strides=2, dtype=policy, name="upscale_conv2")
         self.output_hypernetworks_mlps = [
             head(d, d // 8, 3, f"output_hypernetworks_mlps_{i}") for i in range(self.num_mask_tokens)
         ]
         self.iou_prediction_head = head(iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, "iou_prediction_head")
         self.pred_obj_score_head = head(d, 1, 3, "pred_obj_score_head")
-        self.conv_s0 = FusedConv2D(d // 8, 1, dtype=policy, name="conv_s0")
-        self.conv_s1 = FusedConv2D(d // 4, 1, dtype=policy, name="conv_s1")
+        self.conv_s0 = Conv2D(d // 8, 1, dtype=policy, name="conv_s0")
+        self.conv_s1 = Conv2D(d // 4, 1, dtype=policy, name="conv_s1")
 
     def build(self, *args, **kwargs):
         d = self.hidden_dim

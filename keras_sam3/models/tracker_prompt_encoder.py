@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import Conv2D
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -21,15 +21,15 @@ class MaskEmbedding(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         policy = self.dtype_policy
         quarter = mask_input_channels // 4
-        self.conv1 = FusedConv2D(quarter, 2, strides=2, dtype=policy, name="conv1")
+        self.conv1 = Conv2D(quarter, 2, strides=2, dtype=policy, name="conv1")
         self.layer_norm1 = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm1"
         )
-        self.conv2 = FusedConv2D(mask_input_channels, 2, strides=2, dtype=policy, name="conv2")
+        self.conv2 = Conv2D(mask_input_channels, 2, strides=2, dtype=policy, name="conv2")
         self.layer_norm2 = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm2"
         )
-        self.conv3 = FusedConv2D(hidden_dim, 1, dtype=policy, name="conv3")
+        self.conv3 = Conv2D(hidden_dim, 1, dtype=policy, name="conv3")
 
     def build(self, input_shape):
         shape = tuple(input_shape)

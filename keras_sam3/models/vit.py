@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
-from keras_sam3.layers.conv import FusedConv2D
+from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.rope import axial_rope_tables
 from keras_sam3.layers.windows import window_partition
@@ -170,7 +170,7 @@ class SAM3ViT(keras.layers.Layer):
         self.activation = activation
         self.pretrain_grid = pretrain_image_size // patch_size
 
-        self.patch_embeddings = FusedConv2D(
+        self.patch_embeddings = Conv2D(
             hidden_dim,
             patch_size,
             strides=patch_size,

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sam3.layers.conv import FusedConv2D
-from keras_sam3.layers.conv import FusedConv2DTranspose
+from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.conv import Conv2DTranspose
 from keras_sam3.ops.conv import conv2d
 from keras_sam3.ops.conv import conv2d_transpose
 
@@ -53,9 +53,9 @@ def test_conv2d_transpose_equals_keras(kernel_size, strides):
 @pytest.mark.parametrize(
     "ours_cls, theirs_cls, kwargs",
     [
-        (FusedConv2D, keras.layers.Conv2D, dict(kernel_size=3, padding="same", activation="gelu")),
-        (FusedConv2D, keras.layers.Conv2D, dict(kernel_size=1)),
-        (FusedConv2DTranspose, keras.layers.Conv2DTranspose, dict(kernel_size=2, strides=2)),
+        (Conv2D, keras.layers.Conv2D, dict(kernel_size=3, padding="same", activation="gelu")),
+        (Conv2D, keras.layers.Conv2D, dict(kernel_size=1)),
+        (Conv2DTranspose, keras.layers.Conv2DTranspose, dict(kernel_size=2, strides=2)),
     ],
 )
 def test_fused_layers_equal_keras_layers_forward_and_backward(ours_cls, theirs_cls, kwargs):
@@ -78,8 +78,31 @@ def test_fused_layers_equal_keras_layers_forward_and_backward(ours_cls, theirs_c
 
 
 def test_fused_conv_mixed_bfloat16_and_serialization():
-    layer = FusedConv2D(4, 3, padding="same", dtype="mixed_bfloat16")
+    layer = Conv2D(4, 3, padding="same", dtype="mixed_bfloat16")
     out = layer(np.ones((1, 5, 5, 2), "float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(clone, FusedConv2D) and clone.filters == 4
+    assert isinstance(clone, Conv2D) and clone.filters == 4
+
+
+def test_weight_files_of_keras_layers_load_into_ours(tmp_path):
+    """Keras names list-held layers by class in weight files: presets saved
+    with `keras.layers` load into ours and the other way round."""
+
+    class Holder(keras.layers.Layer):
+        def __init__(self, dense, conv, deconv, **kwargs):
+            super().__init__(**kwargs)
+            self.blocks = [dense(3), conv(3, 1), deconv(3, 2, strides=2)]
+
+        def call(self, x):
+            return self.blocks[2](self.blocks[1](self.blocks[0](x)))
+
+    from keras_sam3.layers.dense import Dense
+
+    x = np.random.default_rng(4).normal(size=(1, 4, 4, 2)).astype("float32")
+    theirs = keras.Sequential([keras.Input((4, 4, 2)), Holder(keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)])
+    ours = keras.Sequential([keras.Input((4, 4, 2)), Holder(Dense, Conv2D, Conv2DTranspose)])
+    path = str(tmp_path / "w.weights.h5")
+    theirs.save_weights(path)
+    ours.load_weights(path)
+    np.testing.assert_allclose(_np(ours(x)), _np(theirs(x)), rtol=1e-5, atol=1e-5)

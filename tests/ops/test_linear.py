@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sam3.layers.dense import FusedDense
+from keras_sam3.layers.dense import Dense
 from keras_sam3.ops.linear import linear
 
 
@@ -27,7 +27,7 @@ def test_linear_mixed_dtypes_fall_back_to_promotion():
 
 
 def _pair(units=6, **kwargs):
-    ours, theirs = FusedDense(units, **kwargs), keras.layers.Dense(units, **kwargs)
+    ours, theirs = Dense(units, **kwargs), keras.layers.Dense(units, **kwargs)
     ours.build((None, 4))
     theirs.build((None, 4))
     theirs.set_weights(ours.get_weights())
@@ -74,5 +74,5 @@ def test_fused_dense_lora_and_serialization():
     )
     assert [w.name for w in ours.trainable_weights] == [w.name for w in theirs.trainable_weights]
     assert "kernel" not in [w.name for w in ours.trainable_weights]
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(FusedDense(3, use_bias=False)))
-    assert isinstance(clone, FusedDense) and clone.units == 3 and not clone.use_bias
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(Dense(3, use_bias=False)))
+    assert isinstance(clone, Dense) and clone.units == 3 and not clone.use_bias
