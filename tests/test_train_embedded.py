@@ -20,6 +20,8 @@ def args(**overrides):
         positive_weight=10.0,
         cost_mask=0.0,
         cost_dice=0.0,
+        bbox_weight=5.0,
+        giou_weight=2.0,
         meta_negatives=False,
         negatives_after=2000,
         late_positive_weight=None,

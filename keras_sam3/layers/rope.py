@@ -40,18 +40,22 @@ def axial_rope_tables(height, width, head_dim, theta=10000.0, scale=1.0):
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def apply_rope(x, cos, sin):
+def apply_rope(x, cos, sin, heads_first=False):
     """Rotates interleaved pairs of `x` (`(B, N, h, d)`) by the RoPE angles.
 
     `cos` and `sin` are `(N, d)`. The rotation runs in float32 and the result
-    is cast back to the input dtype.
+    is cast back to the input dtype. With `heads_first=True`, `x` is
+    `(B, h, N, d)`, and so is the (contiguous) result.
     """
     dtype = x.dtype
     x = ops.cast(x, "float32")
-    # (N, d) -> (N, 1, d) to broadcast over heads.
-    cos = ops.expand_dims(ops.cast(cos, "float32"), 1)
-    sin = ops.expand_dims(ops.cast(sin, "float32"), 1)
-    # (B, N, h, d) -> (B, N, h, d/2, 2): pair (a, b) becomes (-b, a).
+    cos = ops.cast(cos, "float32")
+    sin = ops.cast(sin, "float32")
+    if not heads_first:
+        # (N, d) -> (N, 1, d) to broadcast over heads.
+        cos = ops.expand_dims(cos, 1)
+        sin = ops.expand_dims(sin, 1)
+    # (..., d) -> (..., d/2, 2): pair (a, b) becomes (-b, a).
     pairs = ops.reshape(x, ops.shape(x)[:-1] + (-1, 2))
     rotated = ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1)
     rotated = ops.reshape(rotated, ops.shape(x))

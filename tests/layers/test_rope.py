@@ -36,3 +36,12 @@ def test_rotation_keeps_dtype_and_norm():
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     norms = keras.ops.convert_to_numpy(keras.ops.norm(apply_rope(x, cos, sin), axis=-1))
     np.testing.assert_allclose(norms, keras.ops.convert_to_numpy(keras.ops.norm(x, axis=-1)), rtol=1e-5)
+
+
+def test_heads_first_layout_gives_the_same_rotation():
+    x = np.random.default_rng(3).normal(size=(2, 6, 3, 8)).astype("float32")  # (B, N, h, d)
+    cos, sin = axial_rope_tables(2, 3, head_dim=8)
+    expected = keras.ops.convert_to_numpy(apply_rope(x, cos, sin))
+    out = keras.ops.convert_to_numpy(apply_rope(np.transpose(x, (0, 2, 1, 3)), cos, sin, heads_first=True))
+    assert out.shape == (2, 3, 6, 8)
+    np.testing.assert_array_equal(np.transpose(out, (0, 2, 1, 3)), expected)
