@@ -2,13 +2,12 @@
 
 import keras
 
+from keras_sam3.ops.linear import torch_operands
+
 
 def _torch_ready(x, kernel, bias):
-    x = keras.ops.convert_to_tensor(x)
-    kernel = keras.ops.convert_to_tensor(kernel)
-    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
-    same = x.dtype == kernel.dtype and (bias is None or bias.dtype == x.dtype)
-    return x, kernel, bias, same and x.dtype.is_floating_point and x.ndim == 4
+    tx, tk, tb, ready = torch_operands(x, kernel, bias)
+    return tx, tk, tb, ready and tx.ndim == 4
 
 
 def _pairs(value):

@@ -3,6 +3,17 @@
 import keras
 
 
+def torch_operands(x, kernel, bias):
+    """PyTorch tensors of `x`, `kernel` and `bias` (or `None`), and whether
+    they share one floating dtype (the fused kernels' precondition; other
+    cases keep Keras' ops and their type promotion)."""
+    x = keras.ops.convert_to_tensor(x)
+    kernel = keras.ops.convert_to_tensor(kernel)
+    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
+    same = x.dtype == kernel.dtype and (bias is None or bias.dtype == x.dtype)
+    return x, kernel, bias, same and x.dtype.is_floating_point
+
+
 def linear(x, kernel, bias=None):
     """Affine map over the last axis: `x @ kernel + bias`.
 
@@ -28,12 +39,9 @@ def linear(x, kernel, bias=None):
     if keras.backend.backend() == "torch":
         import torch
 
-        x = keras.ops.convert_to_tensor(x)
-        kernel = keras.ops.convert_to_tensor(kernel)
-        bias = None if bias is None else keras.ops.convert_to_tensor(bias)
-        same = x.dtype == kernel.dtype and (bias is None or bias.dtype == x.dtype)
-        if same and x.dtype.is_floating_point:
+        tx, tk, tb, ready = torch_operands(x, kernel, bias)
+        if ready:
             # (D_in, D_out) -> (D_out, D_in): a view; addmm reads it transposed.
-            return torch.nn.functional.linear(x, kernel.T, bias)
+            return torch.nn.functional.linear(tx, tk.T, tb)
     y = keras.ops.matmul(x, kernel)
     return y if bias is None else keras.ops.add(y, bias)
