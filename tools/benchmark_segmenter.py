@@ -65,6 +65,7 @@ def run_ours(size, repeats):
     from keras_sam3.convert.hf_to_keras import build_backbone
     from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
 
+    imports_rss = _peak_rss_gb()
     start = time.perf_counter()
     backbone = build_backbone(HFCheckpoint.from_state({}, {}), image_size=size)
     segmenter = SAM3PromptableConceptImageSegmenter(backbone)
@@ -94,6 +95,7 @@ def run_ours(size, repeats):
         "prompt_s": one_prompt,
         "four_prompts_s": four_prompts,
         "full_rss_gb": full_rss,
+        "imports_rss_gb": imports_rss,
     }
 
 
@@ -101,6 +103,8 @@ def run_reference(size, repeats):
     import torch
     import transformers
 
+    transformers.Sam3Model  # noqa: B018 (transformers imports its modules lazily)
+    imports_rss = _peak_rss_gb()
     x = _inputs(size)
     start = time.perf_counter()
     config = transformers.Sam3Config()
@@ -136,6 +140,7 @@ def run_reference(size, repeats):
         "encode_s": _steady(encode, repeats),
         "prompt_s": _steady(prompt, repeats),
         "full_rss_gb": full_rss,
+        "imports_rss_gb": imports_rss,
     }
 
 
@@ -152,6 +157,7 @@ def run_keras_hub(size, repeats):
         from keras_hub.src.models.sam3.sam3_vision_encoder import SAM3VisionEncoder
     except ImportError:
         return None
+    imports_rss = _peak_rss_gb()
     start = time.perf_counter()
     shape = (size, size, 3)
     backbone = hub.SAM3PromptableConceptBackbone(
@@ -186,18 +192,23 @@ def run_keras_hub(size, repeats):
     full = lambda: backbone.predict_on_batch(inputs)  # noqa: E731
     first = _timed(full)
     steady = _steady(full, repeats)
-    return {"build_s": build, "first_s": first, "steady_s": steady, "full_rss_gb": _peak_rss_gb()}
+    return {
+        "build_s": build,
+        "first_s": first,
+        "steady_s": steady,
+        "full_rss_gb": _peak_rss_gb(),
+        "imports_rss_gb": imports_rss,
+    }
 
 
 def worker(args):
-    import keras
-
+    # The reference's process imports neither Keras nor what Keras imports.
     result = {"run_ours": run_ours, "run_reference": run_reference, "run_keras_hub": run_keras_hub}[
         f"run_{args.peer}"
     ](args.image_size, args.repeats)
     if result is not None:
         result["peak_rss_gb"] = _peak_rss_gb()
-        result["backend"] = keras.backend.backend()
+        result["backend"] = "torch" if args.peer == "reference" else sys.modules["keras"].backend.backend()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -237,17 +248,25 @@ def main():
 
     ref = table.get("reference")
     print(f"\nFull forward, default architecture, {args.image_size} px, batch 1, text prompt; "
-          f"median of {args.repeats} steady calls (seconds), peak RSS (GB)\n")
+          f"median of {args.repeats} steady calls (seconds), peak RSS (GB); 'model RSS' is the peak after "
+          f"the full forward less the RSS after the imports (the frameworks a process loads, which differ "
+          f"between the peers: ours loads Keras, keras-hub and what they import)\n")
     print(
         "| implementation | first | steady | steady / reference | peak RSS, full forward | RSS / reference "
-        "| peak RSS, whole run | encode | one prompt | prompt / full | encode + 4 prompts / full "
+        "| RSS after imports | model RSS | model RSS / reference | peak RSS, whole run | encode | one prompt | prompt / full | encode + 4 prompts / full "
         "| encode + 4 single prompts / full |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in table.items():
         ratio = f"{r['steady_s'] / ref['steady_s']:.2f}x" if ref else "n/a"
         full_rss = r.get("full_rss_gb", r["peak_rss_gb"])
         mem = f"{full_rss / ref.get('full_rss_gb', ref['peak_rss_gb']):.2f}x" if ref else "n/a"
+        imports = r.get("imports_rss_gb")
+        model = None if imports is None else full_rss - imports
+        ref_model = ref and ref.get("imports_rss_gb") is not None and ref["full_rss_gb"] - ref["imports_rss_gb"]
+        model_ratio = f"{model / ref_model:.2f}x" if model is not None and ref_model else "n/a"
+        imports = "n/a" if imports is None else f"{imports:.2f}"
+        model = "n/a" if model is None else f"{model:.2f}"
         enc = f"{r['encode_s']:.3f}" if "encode_s" in r else "n/a"
         one = f"{r['prompt_s']:.3f}" if "prompt_s" in r else "n/a"
         share = f"{r['prompt_s'] / r['steady_s']:.1%}" if "prompt_s" in r else "n/a"
@@ -259,7 +278,7 @@ def main():
         )
         print(
             f"| {name} | {r['first_s']:.2f} | {r['steady_s']:.3f} | {ratio} | {full_rss:.2f} | {mem} "
-            f"| {r['peak_rss_gb']:.2f} | {enc} | {one} | {share} | {four} | {single} |"
+            f"| {imports} | {model} | {model_ratio} | {r['peak_rss_gb']:.2f} | {enc} | {one} | {share} | {four} | {single} |"
         )
     if args.json:
         with open(args.json, "w") as f:

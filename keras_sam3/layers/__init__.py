@@ -2,6 +2,7 @@ from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.conv import Conv2DTranspose
 from keras_sam3.layers.dense import Dense
+from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.rope import apply_rope
 from keras_sam3.layers.rope import axial_rope_tables

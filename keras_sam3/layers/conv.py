@@ -1,11 +1,12 @@
 import keras
 
+from keras_sam3.layers.initializers import InPlaceInitializers
 from keras_sam3.ops.conv import conv2d
 from keras_sam3.ops.conv import conv2d_transpose
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class Conv2D(keras.layers.Conv2D):
+class Conv2D(InPlaceInitializers, keras.layers.Conv2D):
     """`keras.layers.Conv2D` (channels last) whose convolution and bias
     run as one op without layout copies (`keras_sam3.ops.conv2d`).
 
@@ -26,7 +27,7 @@ class Conv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class Conv2DTranspose(keras.layers.Conv2DTranspose):
+class Conv2DTranspose(InPlaceInitializers, keras.layers.Conv2DTranspose):
     """`keras.layers.Conv2DTranspose` (channels last) with the bias folded
     in (`keras_sam3.ops.conv2d_transpose`).
 

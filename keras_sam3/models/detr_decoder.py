@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.mlp import StackedMLP
@@ -185,7 +186,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
         self.output_layer_norm = layer_norm("output_layer_norm", layer_norm_epsilon, self.dtype_policy)
         self.box_head = StackedMLP(d, 4, num_layers=3, dtype=policy, name="box_head")
         def embedding(rows, cols, name):
-            return keras.layers.Embedding(
+            return Embedding(
                 rows, cols, embeddings_initializer=self.query_initializer, dtype=policy, name=name
             )
 

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.dense import Dense
+from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.position_encoding import sine_encode
 from keras_sam3.layers.transformer import PreNormFusionBlock
@@ -78,8 +79,8 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         policy = self.dtype_policy
 
 
-        self.label_embed = keras.layers.Embedding(2, hidden_dim, dtype=policy, name="label_embed")
-        self.cls_embed = keras.layers.Embedding(1, hidden_dim, dtype=policy, name="cls_embed")
+        self.label_embed = Embedding(2, hidden_dim, dtype=policy, name="label_embed")
+        self.cls_embed = Embedding(1, hidden_dim, dtype=policy, name="cls_embed")
         self.boxes_direct_project = Dense(
             hidden_dim, dtype=policy, name="boxes_direct_project"
         )

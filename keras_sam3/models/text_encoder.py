@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.dense import Dense
+from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.mlp import MLP
 
 
@@ -145,10 +146,10 @@ class SAM3TextEncoder(keras.layers.Layer):
         self.output_dim = output_dim
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
-        self.token_embedding = keras.layers.Embedding(
+        self.token_embedding = Embedding(
             vocabulary_size, hidden_dim, dtype=self.dtype_policy, name="token_embedding"
         )
-        self.position_embedding = keras.layers.Embedding(
+        self.position_embedding = Embedding(
             max_sequence_length,
             hidden_dim,
             dtype=self.dtype_policy,

@@ -7,6 +7,7 @@ from keras import ops
 from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.conv import Conv2DTranspose
+from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import StackedMLP
 
@@ -210,7 +211,7 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
         d = hidden_dim
 
         def embedding(rows, name):
-            return keras.layers.Embedding(rows, d, dtype=policy, name=name)
+            return Embedding(rows, d, dtype=policy, name=name)
 
         def head(hidden, out, depth, name):
             names = ["proj_in"] + [f"layers_{i}" for i in range(depth - 2)] + ["proj_out"]

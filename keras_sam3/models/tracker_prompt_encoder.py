@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.embedding import Embedding
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -105,11 +106,11 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.grid_size = image_size // patch_size
         policy = self.dtype_policy
-        self.point_embed = keras.layers.Embedding(
+        self.point_embed = Embedding(
             num_point_embeddings, hidden_dim, dtype=policy, name="point_embed"
         )
-        self.not_a_point_embed = keras.layers.Embedding(1, hidden_dim, dtype=policy, name="not_a_point_embed")
-        self.no_mask_embed = keras.layers.Embedding(1, hidden_dim, dtype=policy, name="no_mask_embed")
+        self.not_a_point_embed = Embedding(1, hidden_dim, dtype=policy, name="not_a_point_embed")
+        self.no_mask_embed = Embedding(1, hidden_dim, dtype=policy, name="no_mask_embed")
         self.mask_embed = MaskEmbedding(
             hidden_dim, mask_input_channels, layer_norm_epsilon, dtype=policy, name="mask_embed"
         )
