@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.rope import apply_rope
+from keras_sam3.ops.attention import dot_product_attention
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -12,7 +13,8 @@ class Attention(keras.layers.Layer):
     One layer for self- and cross-attention: separate `q_proj`, `k_proj`,
     `v_proj` and an output projection, optional 2-D RoPE on queries and keys,
     and a boolean mask and an additive bias folded into a single
-    `keras.ops.dot_product_attention` call.
+    `keras.ops.dot_product_attention` call (in query chunks where its logits
+    would be large, `keras_sam3.ops.dot_product_attention`).
 
     Args:
         hidden_dim: int. Width of the output (and, by default, of the inner
@@ -123,9 +125,8 @@ class Attention(keras.layers.Layer):
             mask = None
         if bias is not None:
             bias = ops.cast(bias, q.dtype)
-        x = ops.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, scale=d**-0.5
-        )
+        # Chunked over queries where the logits would be large (JAX, TF).
+        x = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=d**-0.5)
         # (B, Tq, h, d) -> (B, Tq, h*d)
         x = ops.reshape(x, ops.shape(x)[:-2] + (h * d,))
         return self.o_proj(x)

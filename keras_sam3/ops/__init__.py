@@ -1,3 +1,4 @@
+from keras_sam3.ops.attention import dot_product_attention
 from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
 from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
 from keras_sam3.ops.boxes import inverse_sigmoid

@@ -1,0 +1,78 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sam3.ops.attention import dot_product_attention
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _qkv(tq=23, tk=17, heads=3, depth=8, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(batch, tq, heads, depth)).astype("float32")
+    k = rng.normal(size=(batch, tk, heads, depth)).astype("float32")
+    v = rng.normal(size=(batch, tk, heads, depth)).astype("float32")
+    return q, k, v
+
+
+@pytest.mark.parametrize("max_logits", [1, 2 * 3 * 17 * 4, 2 * 3 * 17 * 7, 10**9])
+@pytest.mark.parametrize("extra", ["none", "bias", "mask", "both"])
+def test_chunked_equals_keras_attention(max_logits, extra):
+    """Any chunking (one query per chunk, uneven last chunk, none) gives
+    Keras' attention; bias and mask broadcast over queries."""
+    q, k, v = _qkv()
+    rng = np.random.default_rng(1)
+    bias = rng.normal(size=(2, 3, 1, 17)).astype("float32") if extra in ("bias", "both") else None
+    mask = (rng.uniform(size=(2, 1, 1, 17)) > 0.3) if extra in ("mask", "both") else None
+    if extra == "both":
+        # As the Attention layer does: the mask folded into the bias.
+        bias = np.where(mask, bias, -1e9).astype("float32")
+        mask = None
+    expected = keras.ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.3)
+    out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.3, max_logits=max_logits)
+    assert tuple(out.shape) == q.shape
+    np.testing.assert_allclose(_np(out), _np(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_inside_a_compiled_model():
+    """Under jit / tf.function (a functional model's predict) as eagerly."""
+    q, k, v = _qkv(tq=30, tk=30)
+    inputs = [keras.Input((30, 3, 8)) for _ in range(3)]
+
+    class Chunked(keras.layers.Layer):
+        def call(self, q, k, v):
+            return dot_product_attention(q, k, v, max_logits=3 * 30 * 7)
+
+    model = keras.Model(inputs, Chunked()(*inputs))
+    expected = keras.ops.dot_product_attention(q, k, v)
+    np.testing.assert_allclose(model.predict_on_batch([q, k, v]), _np(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_gradient_equals_keras_attention():
+    q, k, v = _qkv(tq=12, tk=9, batch=1)
+    inputs = [keras.Input((12, 3, 8)), keras.Input((9, 3, 8)), keras.Input((9, 3, 8))]
+    grads = []
+    for attend in (
+        keras.ops.dot_product_attention,
+        lambda q, k, v: dot_product_attention(q, k, v, max_logits=3 * 9 * 5),
+    ):
+        class Wrap(keras.layers.Layer):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(8)
+
+            def call(self, q, k, v):
+                return attend(self.dense(q), k, v)
+
+        wrap = Wrap()
+        model = keras.Model(inputs, wrap(*inputs))
+        dense = wrap.dense
+        dense.kernel.assign(np.eye(8, dtype="float32") * 0.7)
+        dense.bias.assign(np.full(8, 0.1, "float32"))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        model.train_on_batch([q, k, v], np.ones_like(q))
+        grads.append(_np(dense.kernel))
+    assert not np.allclose(grads[0], np.eye(8) * 0.7)  # a step was taken
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
