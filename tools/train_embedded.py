@@ -55,10 +55,13 @@ SEQUENCE_LENGTH = 16
 NUM_QUERIES = 16
 
 
-def embedded_backbone(vocabulary_size, query_initializer=None):
-    d = 64
+def embedded_backbone(vocabulary_size, query_initializer=None, width=64, detr_encoder_layers=2, text_layers=2):
+    """The shipped architecture at the defaults; `width` (FPN, DETR, scoring
+    and mask decoder), `detr_encoder_layers` and `text_layers` are knobs for
+    experiments (docs/training.md)."""
+    d = width
     # No dropout: an hour from scratch on endless fresh samples does not overfit.
-    small = dict(hidden_dim=d, num_heads=4, intermediate_dim=256, dropout_rate=0.0)
+    small = dict(hidden_dim=d, num_heads=4, intermediate_dim=4 * d, dropout_rate=0.0)
     return SAM3Backbone(
         vision_encoder=SAM3VisionEncoder(
             hidden_dim=128,
@@ -75,28 +78,28 @@ def embedded_backbone(vocabulary_size, query_initializer=None):
             vocabulary_size=vocabulary_size,
             hidden_dim=64,
             intermediate_dim=256,
-            num_layers=2,
+            num_layers=text_layers,
             num_heads=4,
             max_sequence_length=SEQUENCE_LENGTH,
             output_dim=d,
         ),
         geometry_encoder=SAM3GeometryEncoder(num_layers=1, **small),
-        detr_encoder=SAM3DetrEncoder(num_layers=2, **small),
+        detr_encoder=SAM3DetrEncoder(num_layers=detr_encoder_layers, **small),
         detr_decoder=SAM3DetrDecoder(
             num_layers=3, num_queries=NUM_QUERIES, query_initializer=query_initializer, **small
         ),
-        scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=256, dropout_rate=0.0),
+        scoring=SAM3DotProductScoring(hidden_dim=d, intermediate_dim=4 * d, dropout_rate=0.0),
         mask_decoder=SAM3MaskDecoder(hidden_dim=d, num_heads=4),
         image_size=IMAGE_SIZE,
     )
 
 
-def build_segmenter(query_initializer=None):
+def build_segmenter(query_initializer=None, **architecture):
     tokenizer = shapes_tokenizer(SEQUENCE_LENGTH)
     preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(
         tokenizer, SAM3ImageConverter(IMAGE_SIZE)
     )
-    backbone = embedded_backbone(tokenizer.vocabulary_size, query_initializer)
+    backbone = embedded_backbone(tokenizer.vocabulary_size, query_initializer, **architecture)
     return SAM3PromptableConceptImageSegmenter(backbone=backbone, preprocessor=preprocessor)
 
 
@@ -231,10 +234,18 @@ def main():
     parser.add_argument("--bbox-weight", type=float, default=5.0, help="SAM3Loss' L1 box loss weight (Meta's 5)")
     parser.add_argument("--giou-weight", type=float, default=2.0, help="SAM3Loss' GIoU loss weight (Meta's 2)")
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
+    parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
+    parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
+    parser.add_argument("--text-layers", type=int, default=2, help="text encoder depth (shipped: 2)")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(args.seed)
-    segmenter = build_segmenter("uniform" if args.uniform_query_init else None)
+    segmenter = build_segmenter(
+        "uniform" if args.uniform_query_init else None,
+        width=args.width,
+        detr_encoder_layers=args.detr_encoder_layers,
+        text_layers=args.text_layers,
+    )
     if args.init_from:
         segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
     if args.reference_boxes == "grid":
@@ -299,6 +310,7 @@ def main():
         "soft_targets": args.soft_targets,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
         "reference_boxes": args.reference_boxes,
+        "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},
     }
     with open(os.path.join(args.output, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)
