@@ -51,3 +51,13 @@ def test_meta_negatives_and_a_late_positive_weight():
     # Both changes at step 0: one phase with both.
     plan = tool.phases(args(negatives_after=0, late_positive_weight=3.0, late_after=0))
     assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [(0, True, 3.0)]
+
+
+def test_architecture_knobs_default_to_the_shipped_model():
+    tool = load_tool()
+    vocabulary = tool.shapes_tokenizer(tool.SEQUENCE_LENGTH).vocabulary_size
+    assert tool.embedded_backbone(vocabulary).count_params() == 2_078_382  # presets/sam3_shapes.json
+    deeper = tool.embedded_backbone(vocabulary, detr_encoder_layers=3, text_layers=3)
+    assert deeper.detr_encoder.num_layers == 3 and deeper.text_encoder.num_layers == 3
+    assert deeper.count_params() > 2_078_382
+    assert tool.embedded_backbone(vocabulary, width=96).mask_decoder.hidden_dim == 96

@@ -3,7 +3,7 @@
 Keras' PyTorch backend draws `uniform(a, b)` as `(b - a) * rand(shape) + a`:
 two full-size temporaries per variable. Building the 840M-parameter model
 leaves them behind as heap fragmentation that glibc does not return: after
-building, the process held 0.30-0.95 GB more than the weights themselves, a
+building, the process held 0.12-1.0 GB more than the weights themselves, a
 different amount on every run (docs/benchmarks.md, "Memory"). Drawing into
 the variable's own buffer (`empty().uniform_(0, 1).mul_(b - a).add_(a)`)
 gives the same numbers, from the same seed stream, with no temporaries.
