@@ -52,7 +52,8 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     # A bias or mask that varies along the queries would be chunked too;
     # SAM 3's large attentions have neither (the ViT, the DETR encoder).
     for extra in (bias, mask):
-        if extra is not None and (len(extra.shape) < 2 or extra.shape[-2] not in (1, None)):
+        # Only a query axis known to be 1 is shared by every chunk.
+        if extra is not None and (len(extra.shape) < 2 or extra.shape[-2] != 1):
             return full()
     size = math.ceil(tq / chunks)
     chunks = math.ceil(tq / size)
