@@ -7,6 +7,12 @@ from keras import ops
 
 # 2**26 float32 logits (256 MB) per chunk.
 MAX_LOGITS = 2**26
+# JAX's head loop: logits of one iteration, and of one (batch, head) pair
+# before its queries are chunked (measured on this CPU, docs/benchmarks.md).
+JAX_STEP_LOGITS = 2**21
+JAX_HEAD_LOGITS = 2**23
+# Attention smaller than this stays in one XLA op (a loop costs more).
+JAX_LOOP_MIN_LOGITS = 2**22
 
 
 def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=MAX_LOGITS):
@@ -41,6 +47,14 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     """
     batch, tq, heads, depth = q.shape
     tk = k.shape[1]
+    if (
+        keras.backend.backend() == "jax"
+        and bias is None
+        and mask is None
+        and all(isinstance(n, int) for n in (batch, tq, tk, heads))
+        and batch * heads * tq * tk >= JAX_LOOP_MIN_LOGITS
+    ):
+        return _jax_head_loop(q, k, v, depth**-0.5 if scale is None else scale)
     full = lambda: ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)  # noqa: E731
     if keras.backend.backend() == "torch" or not all(isinstance(n, int) for n in (tq, tk, heads)):
         return full()
@@ -64,3 +78,48 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     # (n, B, c, h, d) -> (B, n * c, h, d) -> (B, Tq, h, d)
     out = ops.reshape(ops.transpose(out, (1, 0, 2, 3, 4)), (-1, chunks * size, heads, depth))
     return out[:, :tq]
+
+
+def _jax_head_loop(q, k, v, scale):
+    """Attention one (batch, head) pair at a time, heads first, on JAX.
+
+    XLA on CPU runs `jax.nn.dot_product_attention` over every head at once
+    with the heads last: at 1008 px a global ViT layer takes 3.0 s where
+    PyTorch's fused kernel takes 0.42, a windowed one 0.36 s vs 0.06. The
+    same softmax, a few heads per step of a `lax.map` (so one step's logits
+    stay small enough to be cached) and, for long sequences, in query
+    chunks: 0.67 s and 0.08 s. Exact up to float rounding; differentiable.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    batch, tq, heads, depth = q.shape
+    tk = k.shape[1]
+    dtype = q.dtype
+
+    def heads_first(x):
+        # (B, T, h, d) -> (B * h, T, d)
+        return jnp.reshape(jnp.transpose(x, (0, 2, 1, 3)), (batch * heads, x.shape[1], depth))
+
+    def attend(qq, kk, vv):
+        # (c, d) x (Tk, d) -> (c, Tk) -> (c, d)
+        logits = jnp.einsum("qd,kd->qk", qq * jnp.asarray(scale, dtype), kk)
+        weights = jax.nn.softmax(logits.astype("float32"), axis=-1).astype(dtype)
+        return jnp.einsum("qk,kd->qd", weights, vv)
+
+    def one_head(qkv):
+        qq, kk, vv = qkv
+        chunks = math.ceil(tq * tk / JAX_HEAD_LOGITS)
+        if chunks <= 1:
+            return attend(qq, kk, vv)
+        size = math.ceil(tq / chunks)
+        chunks = math.ceil(tq / size)
+        # (Tq, d) -> (n, c, d), zero queries as padding (cropped below)
+        pieces = jnp.reshape(jnp.pad(qq, ((0, chunks * size - tq), (0, 0))), (chunks, size, depth))
+        out = jax.lax.map(lambda piece: attend(piece, kk, vv), pieces)
+        return jnp.reshape(out, (chunks * size, depth))[:tq]
+
+    per_step = max(1, min(batch * heads, JAX_STEP_LOGITS // (tq * tk)))
+    out = jax.lax.map(one_head, (heads_first(q), heads_first(k), heads_first(v)), batch_size=per_step)
+    # (B * h, Tq, d) -> (B, Tq, h, d)
+    return jnp.transpose(jnp.reshape(out, (batch, heads, tq, depth)), (0, 2, 1, 3))

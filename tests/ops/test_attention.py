@@ -76,3 +76,43 @@ def test_chunked_gradient_equals_keras_attention():
         grads.append(_np(dense.kernel))
     assert not np.allclose(grads[0], np.eye(8) * 0.7)  # a step was taken
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "step_logits, head_logits",
+    [(10**9, 10**9), (1, 10**9), (2 * 23 * 17, 10**9), (1, 5 * 17), (2 * 23 * 17, 7 * 17)],
+)
+def test_head_loop_equals_keras_attention(monkeypatch, step_logits, head_logits):
+    """JAX's loop over (batch, head) pairs, any number per step and with
+    uneven query chunks, gives Keras' attention (other backends take
+    Keras' op at these sizes; the test runs there too)."""
+    from keras_sam3.ops import attention
+
+    monkeypatch.setattr(attention, "JAX_LOOP_MIN_LOGITS", 1)
+    monkeypatch.setattr(attention, "JAX_STEP_LOGITS", step_logits)
+    monkeypatch.setattr(attention, "JAX_HEAD_LOGITS", head_logits)
+    q, k, v = _qkv()
+    expected = keras.ops.dot_product_attention(q, k, v, scale=0.3)
+    out = dot_product_attention(q, k, v, scale=0.3)
+    assert tuple(out.shape) == q.shape
+    np.testing.assert_allclose(_np(out), _np(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_head_loop_gradient_and_bfloat16(monkeypatch):
+    from keras_sam3.ops import attention
+
+    monkeypatch.setattr(attention, "JAX_LOOP_MIN_LOGITS", 1)
+    monkeypatch.setattr(attention, "JAX_HEAD_LOGITS", 4 * 9)
+    q, k, v = _qkv(tq=12, tk=9, batch=1)
+    half = [keras.ops.cast(x, "bfloat16") for x in (q, k, v)]
+    out = dot_product_attention(*half)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    expected = keras.ops.dot_product_attention(q, k, v)
+    np.testing.assert_allclose(_np(keras.ops.cast(out, "float32")), _np(expected), atol=0.05)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        loss = lambda f: lambda q: (f(q, k, v) ** 2).sum()  # noqa: E731
+        got = jax.jit(jax.grad(loss(dot_product_attention)))(q)  # traced and compiled
+        want = jax.grad(loss(keras.ops.dot_product_attention))(q)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
