@@ -116,3 +116,11 @@ def test_head_loop_gradient_and_bfloat16(monkeypatch):
         got = jax.jit(jax.grad(loss(dot_product_attention)))(q)  # traced and compiled
         want = jax.grad(loss(keras.ops.dot_product_attention))(q)
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tq, heads", [(1500, 2), (3000, 1)])
+def test_head_loop_at_the_shipped_thresholds(tq, heads):
+    """Past 2**22 logits (JAX loops; 3,000 queries are chunked per head)."""
+    q, k, v = _qkv(tq=tq, tk=tq, heads=heads, depth=8, batch=1)
+    expected = keras.ops.dot_product_attention(q, k, v)
+    np.testing.assert_allclose(_np(dot_product_attention(q, k, v)), _np(expected), rtol=1e-4, atol=1e-5)
