@@ -13,6 +13,8 @@ JAX_STEP_LOGITS = 2**21
 JAX_HEAD_LOGITS = 2**22
 # Attention smaller than this stays in one XLA op (a loop costs more).
 JAX_LOOP_MIN_LOGITS = 2**22
+# TensorFlow's fused softmax is faster in one op while the logits are cached.
+TF_LOOP_MIN_LOGITS = 2**24
 
 
 def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=MAX_LOGITS):
@@ -26,9 +28,10 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     `tf.function`, so one chunk's temporaries are live at a time: 0.6 GB for
     that layer); every query row still sees every key, so the result is
     the same softmax up to float rounding. PyTorch's kernels never build the
-    full logits, so it always takes Keras' op directly. On JAX, attention
-    without bias or mask past `JAX_LOOP_MIN_LOGITS` logits loops over
-    (batch, head) pairs instead (`_jax_head_loop`: 4x faster on CPU).
+    full logits, so it always takes Keras' op directly. Attention without
+    bias or mask past `JAX_LOOP_MIN_LOGITS` logits on JAX, or
+    `TF_LOOP_MIN_LOGITS` on TensorFlow, loops over (batch, head) pairs
+    instead (`_jax_head_loop`, `_tf_head_loop`: 4x and 1.2x faster on CPU).
 
     Args:
         q: `(B, Tq, h, d)`.
@@ -49,14 +52,13 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     """
     batch, tq, heads, depth = q.shape
     tk = k.shape[1]
-    if (
-        keras.backend.backend() == "jax"
-        and bias is None
-        and mask is None
-        and all(isinstance(n, int) for n in (batch, tq, tk, heads))
-        and batch * heads * tq * tk >= JAX_LOOP_MIN_LOGITS
-    ):
-        return _jax_head_loop(q, k, v, depth**-0.5 if scale is None else scale)
+    if bias is None and mask is None and all(isinstance(n, int) for n in (batch, tq, tk, heads)):
+        logits = batch * heads * tq * tk
+        scale_ = depth**-0.5 if scale is None else scale
+        if keras.backend.backend() == "jax" and logits >= JAX_LOOP_MIN_LOGITS:
+            return _jax_head_loop(q, k, v, scale_)
+        if keras.backend.backend() == "tensorflow" and logits >= TF_LOOP_MIN_LOGITS:
+            return _tf_head_loop(q, k, v, scale_, max_logits)
     full = lambda: ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)  # noqa: E731
     if keras.backend.backend() == "torch" or not all(isinstance(n, int) for n in (tq, tk, heads)):
         return full()
@@ -130,3 +132,50 @@ def _jax_head_loop(q, k, v, scale):
     out = jax.lax.map(one_head, (heads_first(q), heads_first(k), heads_first(v)), batch_size=per_step)
     # (B * h, Tq, d) -> (B, Tq, h, d)
     return jnp.transpose(jnp.reshape(out, (batch, heads, tq, depth)), (0, 2, 1, 3))
+
+
+def _tf_head_loop(q, k, v, scale, max_logits):
+    """Attention one (batch, head) pair at a time, heads first, on TensorFlow.
+
+    `tf.map_fn` over `B * h` pairs, two in flight, each TensorFlow's fused
+    softmax over one head's logits (queries in chunks past `max_logits`).
+    At 1008 px on this CPU: a global ViT layer 0.72 -> 0.59 s, a windowed
+    one 0.107 -> 0.078 s, the DETR encoder's self-attention 0.30 -> 0.24 s.
+    Exact up to float rounding; differentiable.
+    """
+    import tensorflow as tf
+
+    batch, tq, heads, depth = q.shape
+    tk = k.shape[1]
+    dtype = q.dtype
+
+    def heads_first(x):
+        # (B, T, h, d) -> (B * h, T, d)
+        return tf.reshape(tf.transpose(x, (0, 2, 1, 3)), (batch * heads, x.shape[1], depth))
+
+    def attend(qq, kk, vv):
+        # (c, d) x (Tk, d) -> (c, Tk) -> (c, d)
+        logits = tf.matmul(qq * tf.cast(scale, dtype), kk, transpose_b=True)
+        weights = tf.cast(tf.nn.softmax(tf.cast(logits, "float32"), axis=-1), dtype)
+        return tf.matmul(weights, vv)
+
+    def one_head(qkv):
+        qq, kk, vv = qkv
+        chunks = math.ceil(tq * tk / max_logits)
+        if chunks <= 1:
+            return attend(qq, kk, vv)
+        size = math.ceil(tq / chunks)
+        chunks = math.ceil(tq / size)
+        # (Tq, d) -> (n, c, d), zero queries as padding (cropped below)
+        pieces = tf.reshape(tf.pad(qq, ((0, chunks * size - tq), (0, 0))), (chunks, size, depth))
+        out = tf.map_fn(lambda piece: attend(piece, kk, vv), pieces, fn_output_signature=dtype)
+        return tf.reshape(out, (chunks * size, depth))[:tq]
+
+    out = tf.map_fn(
+        one_head,
+        (heads_first(q), heads_first(k), heads_first(v)),
+        fn_output_signature=dtype,
+        parallel_iterations=2,
+    )
+    # (B * h, Tq, d) -> (B, Tq, h, d)
+    return tf.transpose(tf.reshape(out, (batch, heads, tq, depth)), (0, 2, 1, 3))

@@ -83,17 +83,19 @@ def test_chunked_gradient_equals_keras_attention():
     [(10**9, 10**9), (1, 10**9), (2 * 23 * 17, 10**9), (1, 5 * 17), (2 * 23 * 17, 7 * 17)],
 )
 def test_head_loop_equals_keras_attention(monkeypatch, step_logits, head_logits):
-    """JAX's loop over (batch, head) pairs, any number per step and with
-    uneven query chunks, gives Keras' attention (other backends take
-    Keras' op at these sizes; the test runs there too)."""
+    """JAX's and TensorFlow's loops over (batch, head) pairs, any number per
+    step and with uneven query chunks, give Keras' attention (PyTorch takes
+    Keras' op; the test runs there too)."""
     from keras_sam3.ops import attention
 
     monkeypatch.setattr(attention, "JAX_LOOP_MIN_LOGITS", 1)
+    monkeypatch.setattr(attention, "TF_LOOP_MIN_LOGITS", 1)
     monkeypatch.setattr(attention, "JAX_STEP_LOGITS", step_logits)
     monkeypatch.setattr(attention, "JAX_HEAD_LOGITS", head_logits)
     q, k, v = _qkv()
     expected = keras.ops.dot_product_attention(q, k, v, scale=0.3)
-    out = dot_product_attention(q, k, v, scale=0.3)
+    # TensorFlow chunks a head's queries past max_logits.
+    out = dot_product_attention(q, k, v, scale=0.3, max_logits=head_logits)
     assert tuple(out.shape) == q.shape
     np.testing.assert_allclose(_np(out), _np(expected), rtol=1e-5, atol=1e-5)
 
@@ -102,10 +104,11 @@ def test_head_loop_gradient_and_bfloat16(monkeypatch):
     from keras_sam3.ops import attention
 
     monkeypatch.setattr(attention, "JAX_LOOP_MIN_LOGITS", 1)
+    monkeypatch.setattr(attention, "TF_LOOP_MIN_LOGITS", 1)
     monkeypatch.setattr(attention, "JAX_HEAD_LOGITS", 4 * 9)
     q, k, v = _qkv(tq=12, tk=9, batch=1)
     half = [keras.ops.cast(x, "bfloat16") for x in (q, k, v)]
-    out = dot_product_attention(*half)
+    out = dot_product_attention(*half, max_logits=4 * 9)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     expected = keras.ops.dot_product_attention(q, k, v)
     np.testing.assert_allclose(_np(keras.ops.cast(out, "float32")), _np(expected), atol=0.05)
@@ -116,11 +119,27 @@ def test_head_loop_gradient_and_bfloat16(monkeypatch):
         got = jax.jit(jax.grad(loss(dot_product_attention)))(q)  # traced and compiled
         want = jax.grad(loss(keras.ops.dot_product_attention))(q)
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def grad(f):
+            @tf.function
+            def step(q):
+                with tf.GradientTape() as tape:
+                    tape.watch(q)
+                    loss = tf.reduce_sum(f(q, k, v, max_logits=4 * 9) ** 2)
+                return tape.gradient(loss, q)
+
+            return step(tf.constant(q)).numpy()
+
+        want = grad(lambda q, k, v, max_logits: keras.ops.dot_product_attention(q, k, v))
+        np.testing.assert_allclose(grad(dot_product_attention), want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("tq, heads", [(1500, 2), (3000, 1)])
+@pytest.mark.parametrize("tq, heads", [(1500, 2), (3000, 1), (3000, 2)])
 def test_head_loop_at_the_shipped_thresholds(tq, heads):
-    """Past 2**22 logits (JAX loops; 3,000 queries are chunked per head)."""
+    """Past 2**22 logits (JAX loops; 3,000 queries are chunked per head)
+    and 2**24 (TensorFlow loops)."""
     q, k, v = _qkv(tq=tq, tk=tq, heads=heads, depth=8, batch=1)
     expected = keras.ops.dot_product_attention(q, k, v)
     np.testing.assert_allclose(_np(dot_product_attention(q, k, v)), _np(expected), rtol=1e-4, atol=1e-5)
