@@ -73,8 +73,7 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
         # Only a query axis known to be 1 is shared by every chunk.
         if extra is not None and (len(extra.shape) < 2 or extra.shape[-2] != 1):
             return full()
-    size = math.ceil(tq / chunks)
-    chunks = math.ceil(tq / size)
+    chunks, size = _even_chunks(tq, chunks)
     padded = ops.pad(q, ((0, 0), (0, chunks * size - tq), (0, 0), (0, 0)))
     # (B, n * c, h, d) -> (n, B, c, h, d)
     pieces = ops.transpose(ops.reshape(padded, (-1, chunks, size, heads, depth)), (1, 0, 2, 3, 4))
@@ -82,6 +81,26 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
     # (n, B, c, h, d) -> (B, n * c, h, d) -> (B, Tq, h, d)
     out = ops.reshape(ops.transpose(out, (1, 0, 2, 3, 4)), (-1, chunks * size, heads, depth))
     return out[:, :tq]
+
+
+def _even_chunks(length, chunks):
+    """`(n, c)`: at most `chunks` pieces of equal size `c`, `n * c >= length`."""
+    size = math.ceil(length / chunks)
+    return math.ceil(length / size), size
+
+
+def _one_head_in_query_chunks(attend, q, k, v, max_logits):
+    """`attend(q, k, v)` for one head `(Tq, d)`, in query chunks under
+    `keras.ops.map` when `Tq * Tk` passes `max_logits` (the loops' inner step)."""
+    tq, depth = q.shape
+    chunks = math.ceil(tq * k.shape[0] / max_logits)
+    if chunks <= 1:
+        return attend(q, k, v)
+    chunks, size = _even_chunks(tq, chunks)
+    # (Tq, d) -> (n, c, d), zero queries as padding (cropped below)
+    pieces = ops.reshape(ops.pad(q, ((0, chunks * size - tq), (0, 0))), (chunks, size, depth))
+    out = ops.map(lambda piece: attend(piece, k, v), pieces)
+    return ops.reshape(out, (chunks * size, depth))[:tq]
 
 
 def _jax_head_loop(q, k, v, scale):
@@ -117,16 +136,7 @@ def _jax_head_loop(q, k, v, scale):
         return (out / weights.sum(-1, keepdims=True)).astype(dtype)
 
     def one_head(qkv):
-        qq, kk, vv = qkv
-        chunks = math.ceil(tq * tk / JAX_HEAD_LOGITS)
-        if chunks <= 1:
-            return attend(qq, kk, vv)
-        size = math.ceil(tq / chunks)
-        chunks = math.ceil(tq / size)
-        # (Tq, d) -> (n, c, d), zero queries as padding (cropped below)
-        pieces = jnp.reshape(jnp.pad(qq, ((0, chunks * size - tq), (0, 0))), (chunks, size, depth))
-        out = jax.lax.map(lambda piece: attend(piece, kk, vv), pieces)
-        return jnp.reshape(out, (chunks * size, depth))[:tq]
+        return _one_head_in_query_chunks(attend, *qkv, JAX_HEAD_LOGITS)
 
     per_step = max(1, min(batch * heads, JAX_STEP_LOGITS // (tq * tk)))
     out = jax.lax.map(one_head, (heads_first(q), heads_first(k), heads_first(v)), batch_size=per_step)
@@ -146,7 +156,6 @@ def _tf_head_loop(q, k, v, scale, max_logits):
     import tensorflow as tf
 
     batch, tq, heads, depth = q.shape
-    tk = k.shape[1]
     dtype = q.dtype
 
     def heads_first(x):
@@ -159,20 +168,8 @@ def _tf_head_loop(q, k, v, scale, max_logits):
         weights = tf.cast(tf.nn.softmax(tf.cast(logits, "float32"), axis=-1), dtype)
         return tf.matmul(weights, vv)
 
-    def one_head(qkv):
-        qq, kk, vv = qkv
-        chunks = math.ceil(tq * tk / max_logits)
-        if chunks <= 1:
-            return attend(qq, kk, vv)
-        size = math.ceil(tq / chunks)
-        chunks = math.ceil(tq / size)
-        # (Tq, d) -> (n, c, d), zero queries as padding (cropped below)
-        pieces = tf.reshape(tf.pad(qq, ((0, chunks * size - tq), (0, 0))), (chunks, size, depth))
-        out = tf.map_fn(lambda piece: attend(piece, kk, vv), pieces, fn_output_signature=dtype)
-        return tf.reshape(out, (chunks * size, depth))[:tq]
-
     out = tf.map_fn(
-        one_head,
+        lambda qkv: _one_head_in_query_chunks(attend, *qkv, max_logits),
         (heads_first(q), heads_first(k), heads_first(v)),
         fn_output_signature=dtype,
         parallel_iterations=2,
