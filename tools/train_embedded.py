@@ -13,7 +13,7 @@ saved as a Keras preset (weights + tokenizer vocabulary).
 Within one run the loss changes in phases: absent concepts train the
 queries from `--negatives-after` on, and `--late-positive-weight` takes
 over at `--late-after` (one optimizer throughout). The shipped preset was
-made in four stages (`--init-from` the previous one; runs from before the
+made in five stages (`--init-from` the previous one; runs from before the
 decoder's queries started standard normal need `--uniform-query-init`);
 their commands are in `presets/sam3_shapes.json` and `docs/training.md`,
 their records in `presets/sam3_shapes/training_*.json`.
