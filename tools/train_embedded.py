@@ -233,6 +233,15 @@ def main():
     parser.add_argument("--cost-dice", type=float, default=0.0, help="SAM3Loss' mask dice matching cost")
     parser.add_argument("--bbox-weight", type=float, default=5.0, help="SAM3Loss' L1 box loss weight (Meta's 5)")
     parser.add_argument("--giou-weight", type=float, default=2.0, help="SAM3Loss' GIoU loss weight (Meta's 2)")
+    parser.add_argument(
+        "--negative-rate", type=float, default=0.25, help="share of training prompts naming absent concepts (held-out sets: 0.25)"
+    )
+    parser.add_argument(
+        "--hard-negative-rate",
+        type=float,
+        default=0.0,
+        help="share of those negatives one attribute away from a present object (ShapesGenerator's hard_negative_rate)",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
@@ -289,6 +298,8 @@ def main():
             seed=args.seed,
             image_size=IMAGE_SIZE,
             offset=args.data_offset + first,
+            negative_rate=args.negative_rate,
+            hard_negative_rate=args.hard_negative_rate,
         )
         history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
         losses.append(float(history.history["loss"][-1]))
@@ -308,6 +319,8 @@ def main():
         "init_from": args.init_from,
         "data_offset": args.data_offset,
         "soft_targets": args.soft_targets,
+        "negative_rate": args.negative_rate,
+        "hard_negative_rate": args.hard_negative_rate,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},

@@ -85,13 +85,24 @@ class ShapesGenerator:
             prompt). Defaults to `4`.
         negative_rate: float. Share of prompts naming an absent concept.
             Defaults to `0.25`.
+        hard_negative_rate: float. Share of those negatives made from a
+            present object with one attribute changed ("purple triangle"
+            beside a red triangle), the confusions a concept model must
+            learn to refuse; the rest name random absent concepts. A
+            training option: at `0` (the default) the stream is the one
+            held-out sets are drawn from. Defaults to `0.0`.
         seed: int. Defaults to `0`.
     """
 
-    def __init__(self, image_size=128, max_objects=4, negative_rate=0.25, seed=0):
+    def __init__(self, image_size=128, max_objects=4, negative_rate=0.25, hard_negative_rate=0.0, seed=0):
+        if not 0.0 <= negative_rate <= 1.0 or not 0.0 <= hard_negative_rate <= 1.0:
+            raise ValueError(
+                f"`negative_rate` and `hard_negative_rate` must lie in [0, 1]; got {negative_rate} and {hard_negative_rate}."
+            )
         self.image_size = image_size
         self.max_objects = max_objects
         self.negative_rate = negative_rate
+        self.hard_negative_rate = hard_negative_rate
         self.rng = np.random.default_rng(seed)
 
     def scene(self):
@@ -123,6 +134,11 @@ class ShapesGenerator:
         rng = self.rng
         keys = [("shape",), ("color", "shape"), ("size", "shape"), ("size", "color", "shape")]
         if rng.uniform() < self.negative_rate:
+            # Drawn only when enabled, so the default stream stays as it was.
+            if self.hard_negative_rate and rng.uniform() < self.hard_negative_rate:
+                concept = self._near_miss(objects)
+                if concept is not None:
+                    return concept
             for _ in range(100):
                 concept = {
                     "shape": str(rng.choice(SHAPES)),
@@ -134,6 +150,20 @@ class ShapesGenerator:
                     return concept
         obj = objects[rng.integers(len(objects))]
         return {k: obj[k] for k in keys[rng.integers(len(keys))]}
+
+    def _near_miss(self, objects):
+        """An absent concept one attribute away from a present object."""
+        rng = self.rng
+        values = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES)}
+        keys = [("color", "shape"), ("size", "shape"), ("size", "color", "shape")]
+        for _ in range(20):
+            obj = objects[rng.integers(len(objects))]
+            concept = {k: obj[k] for k in keys[rng.integers(len(keys))]}
+            key = str(rng.choice(list(concept)))
+            concept[key] = str(rng.choice([v for v in values[key] if v != concept[key]]))
+            if not any(matches(o, concept) for o in objects):
+                return concept
+        return None
 
     def sample(self):
         """One (scene, prompt) pair with every matching instance."""

@@ -1,6 +1,7 @@
 """The synthetic concept dataset: scenes, prompts, targets, streaming."""
 
 import numpy as np
+import pytest
 
 from keras_sam3 import SAM3ImageConverter
 from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor
@@ -60,3 +61,19 @@ def test_batches_are_reproducible_and_model_ready():
     assert np.all(y["masks"].sum((2, 3))[y["valid"] == 1] > 0)
     x3, _ = data[3]
     assert not np.array_equal(x["images"], x3["images"])
+
+
+def test_hard_negatives_are_absent_near_misses():
+    # (That the default stream is unchanged, tests/test_embedded_preset.py
+    # shows: its held-out figures come from it.)
+    generator = ShapesGenerator(image_size=64, negative_rate=1.0, hard_negative_rate=1.0, seed=4)
+    near = 0
+    for _ in range(100):
+        image, objects = generator.scene()
+        concept = generator.concept(objects)
+        assert not any(all(o[k] == v for k, v in concept.items()) for o in objects)  # absent
+        # One attribute away from some present object.
+        near += any(sum(o[k] != v for k, v in concept.items()) == 1 and len(concept) > 1 for o in objects)
+    assert near >= 95  # the rest fall back to random absent concepts
+    with pytest.raises(ValueError, match="hard_negative_rate"):
+        ShapesGenerator(hard_negative_rate=1.5)
