@@ -76,3 +76,30 @@ def test_fused_dense_lora_and_serialization():
     assert "kernel" not in [w.name for w in ours.trainable_weights]
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(Dense(3, use_bias=False)))
     assert isinstance(clone, Dense) and clone.units == 3 and not clone.use_bias
+
+
+def test_inference_linear_takes_onednn_on_torch_cpu_and_matches():
+    """Without autograd PyTorch runs oneDNN's inner-product (ops.linear's
+    `_onednn_linear`); with autograd, `torch.nn.functional.linear`. Both
+    equal the plain product on every backend."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 9, 16)).astype("float32")
+    kernel = rng.normal(size=(16, 24)).astype("float32")
+    bias = rng.normal(size=(24,)).astype("float32")
+    expected = x @ kernel + bias
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(linear(x, kernel, bias)), expected, rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        from keras_sam3.ops.linear import _onednn_linear
+
+        tx, tk, tb = (torch.from_numpy(a) for a in (x, kernel, bias))
+        with torch.no_grad():
+            fast = _onednn_linear(tx, tk, tb)
+        assert fast is not None  # the oneDNN path applies
+        np.testing.assert_allclose(fast.numpy(), expected, rtol=1e-5, atol=1e-5)
+        tk.requires_grad_(True)
+        assert _onednn_linear(tx, tk, tb) is None  # autograd: BLAS, which has a backward
+        out = linear(tx, tk, tb)
+        out.sum().backward()
+        np.testing.assert_allclose(tk.grad.numpy(), np.broadcast_to(x.reshape(-1, 16).sum(0)[:, None], (16, 24)), rtol=1e-4)
