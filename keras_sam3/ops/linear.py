@@ -12,14 +12,14 @@ _ONEDNN = os.environ.get("KERAS_SAM3_ONEDNN_LINEAR", "1") != "0"
 def _onednn_linear(tx, tk, tb):
     """`tx @ tk + tb` by oneDNN, or `None` where that does not apply.
 
-    PyTorch's CPU `linear` runs its BLAS (MKL), which on AMD CPUs takes the
-    generic code path: half the speed of oneDNN's inner-product on the same
-    machine (169 vs 337 GFLOP/s on a 5184 x 1024 x 4096 product, AMD EPYC
-    Zen 5, docs/benchmarks.md). `torch.ops.mkldnn._linear_pointwise` (the
+    PyTorch's CPU `linear` runs its BLAS (MKL), which on an AMD EPYC (Zen 5)
+    ran at half the speed of oneDNN's inner-product on the same products
+    (169 vs 337 GFLOP/s on 5184 x 1024 x 4096, docs/benchmarks.md). `torch.ops.mkldnn._linear_pointwise` (the
     op Inductor's CPU backend emits for `linear`) runs oneDNN; it has no
     backward, so only calls without autograd take it (inference: `predict`,
     `segment`), float32 on CPU.
     """
+    global _ONEDNN
     import torch
 
     if not _ONEDNN or tx.device.type != "cpu" or tx.dtype != torch.float32:
@@ -29,7 +29,11 @@ def _onednn_linear(tx, tk, tb):
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return None
-    return op(tx, tk.T, tb, "none", [], "")
+    try:
+        return op(tx, tk.T, tb, "none", [], "")
+    except RuntimeError:  # a build or CPU without this kernel: BLAS from now on
+        _ONEDNN = False
+        return None
 
 
 def torch_operands(x, kernel, bias):
