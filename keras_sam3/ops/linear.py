@@ -55,8 +55,8 @@ def linear(x, kernel, bias=None):
     `Dense` runs a matmul and then a separate add, one more pass over the
     output, which costs 10-20% of a large projection on CPU
     (docs/benchmarks.md). Without autograd on CPU it runs oneDNN's
-    inner-product instead (`_onednn_linear`: twice BLAS' speed on an AMD
-    CPUs). JAX and TensorFlow fuse the add under compilation, so they keep
+    inner-product instead (`_onednn_linear`: twice BLAS' speed on an AMD EPYC
+    CPU). JAX and TensorFlow fuse the add under compilation, so they keep
     the plain expression.
 
     Args:
