@@ -14,8 +14,9 @@ def _onednn_linear(tx, tk, tb):
 
     PyTorch's CPU `linear` runs its BLAS (MKL), which on an AMD EPYC (Zen 5)
     ran at half the speed of oneDNN's inner-product on the same products
-    (169 vs 337 GFLOP/s on 5184 x 1024 x 4096, docs/benchmarks.md). `torch.ops.mkldnn._linear_pointwise` (the
-    op Inductor's CPU backend emits for `linear`) runs oneDNN; it has no
+    (169 vs 337 GFLOP/s on 5184 x 1024 x 4096, docs/benchmarks.md).
+    `torch.ops.mkldnn._linear_pointwise` (the op Inductor's CPU backend
+    emits for `linear`) runs oneDNN; it has no
     backward, so only calls without autograd take it (inference: `predict`,
     `segment`), float32 on CPU.
     """
