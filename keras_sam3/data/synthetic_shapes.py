@@ -34,6 +34,8 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 SIZES = {"small": (0.06, 0.085), "large": (0.12, 0.16)}  # radius as a fraction of the side
 WORDS = tuple(COLORS) + SHAPES + tuple(SIZES) + ("visual",)
+# The attribute sets a prompt names: "circle", "red circle", "large circle", "large red circle".
+CONCEPT_KEYS = (("shape",), ("color", "shape"), ("size", "shape"), ("size", "color", "shape"))
 
 
 def shapes_tokenizer(sequence_length=32):
@@ -132,7 +134,7 @@ class ShapesGenerator:
     def concept(self, objects):
         """A prompt concept: of a present object, or (sometimes) an absent one."""
         rng = self.rng
-        keys = [("shape",), ("color", "shape"), ("size", "shape"), ("size", "color", "shape")]
+        keys = CONCEPT_KEYS
         if rng.uniform() < self.negative_rate:
             # Drawn only when enabled, so the default stream stays as it was.
             if self.hard_negative_rate and rng.uniform() < self.hard_negative_rate:
@@ -155,7 +157,7 @@ class ShapesGenerator:
         """An absent concept one attribute away from a present object."""
         rng = self.rng
         values = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES)}
-        keys = [("color", "shape"), ("size", "shape"), ("size", "color", "shape")]
+        keys = CONCEPT_KEYS[1:]  # two attributes or more: one can change
         for _ in range(20):
             obj = objects[rng.integers(len(objects))]
             concept = {k: obj[k] for k in keys[rng.integers(len(keys))]}
