@@ -12,6 +12,14 @@ needs torchvision.
 
     python tools/benchmark_segmenter.py --image-size 336 --json out.json
     python tools/benchmark_segmenter.py --image-size 1008 --backends jax --repeats 3
+
+`--alone` adds, for each backend, a run of ours in a process where the
+other backends' frameworks cannot be imported: what an install with only
+that backend's framework holds (keras_sam3 needs only one; Keras imports
+JAX and keras-hub imports TensorFlow whenever they are installed, 0.5-0.7
+GB of resident memory that the reference's process does not carry). The
+frameworks are blocked with `sys.modules[name] = None`, which makes their
+import fail as it does when they are not installed.
 """
 
 import argparse
@@ -26,6 +34,12 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BACKENDS = ("jax", "tensorflow", "torch")
 PEERS = ("ours", "reference", "keras_hub")
+# What each backend's process of `--alone` may not import.
+OTHER_FRAMEWORKS = {
+    "jax": ("tensorflow", "tensorflow_text", "torch", "torchvision"),
+    "tensorflow": ("jax", "jaxlib", "torch", "torchvision"),
+    "torch": ("jax", "jaxlib", "tensorflow", "tensorflow_text"),
+}
 
 
 def _timed(fn):
@@ -201,13 +215,26 @@ def run_keras_hub(size, repeats):
     }
 
 
+def block_other_frameworks(backend):
+    """Makes the other backends' frameworks fail to import, as if not installed."""
+    for name in OTHER_FRAMEWORKS[backend]:
+        if name in sys.modules and sys.modules[name] is not None:
+            raise RuntimeError(f"{name} was imported before it could be blocked")
+        sys.modules[name] = None
+
+
 def worker(args):
+    if args.alone:
+        block_other_frameworks(os.environ.get("KERAS_BACKEND", "jax"))
     # The reference's process imports neither Keras nor what Keras imports.
     result = {"run_ours": run_ours, "run_reference": run_reference, "run_keras_hub": run_keras_hub}[
         f"run_{args.peer}"
     ](args.image_size, args.repeats)
     if result is not None:
         result["peak_rss_gb"] = _peak_rss_gb()
+        result["loaded_frameworks"] = sorted(
+            n for n in ("jax", "tensorflow", "torch") if sys.modules.get(n) is not None
+        )
         result["backend"] = "torch" if args.peer == "reference" else sys.modules["keras"].backend.backend()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -219,6 +246,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--peers", default=",".join(PEERS), help="subset of " + ",".join(PEERS))
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="also run ours with the other backends' frameworks blocked (an install with one backend)",
+    )
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -226,12 +258,17 @@ def main():
 
     table = {}
     for backend in args.backends.split(","):
-        for peer in args.peers.split(","):
+        runs = [(peer, False) for peer in args.peers.split(",")]
+        if args.alone and "ours" in args.peers.split(","):
+            runs.append(("ours", True))
+        for peer, alone in runs:
             if peer == "reference" and "reference" in table:
                 continue  # PyTorch eager: the same whatever KERAS_BACKEND says
-            print(f"[{backend}] {peer} ...", file=sys.stderr, flush=True)
+            name = "reference" if peer == "reference" else f"{peer}:{backend}" + (" alone" if alone else "")
+            print(f"[{backend}] {name} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
-                [sys.executable, __file__, f"--peer={peer}", f"--image-size={args.image_size}", f"--repeats={args.repeats}"],
+                [sys.executable, __file__, f"--peer={peer}", f"--image-size={args.image_size}", f"--repeats={args.repeats}"]
+                + (["--alone"] if alone else []),
                 env=dict(os.environ, KERAS_BACKEND=backend),
                 capture_output=True,
                 text=True,
@@ -239,12 +276,12 @@ def main():
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode or not lines:
                 sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-                print(f"[{backend}] {peer} failed (exit {proc.returncode})", file=sys.stderr)
+                print(f"[{backend}] {name} failed (exit {proc.returncode})", file=sys.stderr)
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
-            print(f"[{backend}] {peer}: {json.dumps(result)}", file=sys.stderr, flush=True)
+            print(f"[{backend}] {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
             if result:
-                table["reference" if peer == "reference" else f"{peer}:{backend}"] = result
+                table[name] = result
 
     ref = table.get("reference")
     print(f"\nFull forward, default architecture, {args.image_size} px, batch 1, text prompt; "
