@@ -15,13 +15,15 @@ import sys
 
 import keras
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+sys.path.insert(0, TOOLS)
 from benchmark_segmenter import OTHER_FRAMEWORKS  # noqa: E402
 
 SCRIPT = """
 import json, sys
-for name in {blocked!r}:
-    sys.modules[name] = None
+sys.path.insert(0, {tools!r})
+from benchmark_segmenter import block_other_frameworks
+block_other_frameworks({backend!r})
 import numpy as np
 from keras_sam3 import SAM3PromptableConceptImageSegmenter
 from keras_sam3.data.synthetic_shapes import ShapesGenerator
@@ -41,7 +43,7 @@ def test_segments_with_the_other_backends_frameworks_missing():
     backend = keras.backend.backend()
     blocked = OTHER_FRAMEWORKS[backend]
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(blocked=blocked)],
+        [sys.executable, "-c", SCRIPT.format(tools=TOOLS, backend=backend)],
         env=dict(os.environ, KERAS_BACKEND=backend),
         capture_output=True,
         text=True,
