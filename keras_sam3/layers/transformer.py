@@ -34,6 +34,8 @@ class PreNormFusionBlock(keras.layers.Layer):
             self-attention queries / keys and to the cross-attention keys.
         self_mask, cross_mask: optional bool masks broadcastable to
             `(B, h, N, N)` and `(B, h, N, M)`; True attends.
+        self_attention_done: bool. `x` is already the output of
+            `self_attention_step`; start at the cross-attention.
     """
 
     def __init__(
@@ -76,6 +78,15 @@ class PreNormFusionBlock(keras.layers.Layer):
         self.mlp.build(x_shape)
         self.built = True
 
+    def self_attention_step(self, x, x_pos=None, self_mask=None, training=None):
+        """The first residual step alone: `x + SelfAttn(LN1(x))`. It does not
+        read the memory, so a caller can run it once for several memories
+        and pass the result with `self_attention_done=True`."""
+        y = self.layer_norm1(x)
+        qk = y if x_pos is None else y + x_pos
+        y = self.self_attn(qk, qk, y, attention_mask=self_mask)
+        return x + self.dropout(y, training=training)
+
     def call(
         self,
         x,
@@ -85,11 +96,10 @@ class PreNormFusionBlock(keras.layers.Layer):
         self_mask=None,
         cross_mask=None,
         training=None,
+        self_attention_done=False,
     ):
-        y = self.layer_norm1(x)
-        qk = y if x_pos is None else y + x_pos
-        y = self.self_attn(qk, qk, y, attention_mask=self_mask)
-        x = x + self.dropout(y, training=training)
+        if not self_attention_done:
+            x = self.self_attention_step(x, x_pos, self_mask, training=training)
         y = self.layer_norm2(x)
         key = memory if memory_pos is None else memory + memory_pos
         y = self.cross_attn(y, key, memory, attention_mask=cross_mask)

@@ -19,6 +19,33 @@ _COMPONENTS = (
 )
 
 
+# What the prompt head reads of an image: FPN levels 0-2, and the DETR
+# encoder's first self-attention over level 2 (it runs before any prompt).
+IMAGE_LEVELS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states_2")
+ENCODED_TOKENS = "detr_encoder_image_tokens"
+
+
+def image_encoding(components, vision):
+    """The prompt-independent part of the model for a batch of images.
+
+    Args:
+        components: object with the backbone's component attributes.
+        vision: dict from `SAM3VisionEncoder`.
+
+    Returns:
+        dict: the `IMAGE_LEVELS` of `vision` and `ENCODED_TOKENS` `(B, N, D)`,
+        what `prompt_head(..., encoded_tokens=...)` takes for any prompt.
+    """
+    features = vision["fpn_hidden_states_2"]
+    height, width, dim = features.shape[1:]
+    # (B, H, W, D) -> (B, N, D)
+    tokens = ops.reshape(features, (-1, height * width, dim))
+    tokens_pos = ops.reshape(vision["fpn_position_encoding_2"], (-1, height * width, dim))
+    encoding = {k: vision[k] for k in IMAGE_LEVELS}
+    encoding[ENCODED_TOKENS] = components.detr_encoder.encode_image(tokens, tokens_pos)
+    return encoding
+
+
 def prompt_head(
     components,
     vision,
@@ -27,6 +54,7 @@ def prompt_head(
     boxes,
     box_labels,
     training=None,
+    encoded_tokens=None,
 ):
     """Everything after the encoders: prompt assembly, DETR, scoring, masks.
 
@@ -36,6 +64,8 @@ def prompt_head(
         text_features: `(B, T, D)`; text_mask: bool `(B, T)`.
         boxes: `(B, Nb, 4)` normalized cxcywh; box_labels: int `(B, Nb)`,
             1 positive, 0 negative, -10 padding.
+        encoded_tokens: optional `(B, N, D)` from `image_encoding`; the DETR
+            encoder then skips the step that produced them.
 
     Returns:
         The backbone's output dict.
@@ -54,7 +84,12 @@ def prompt_head(
     # (B, H, W, D) -> (B, N, D)
     tokens = ops.reshape(features, (-1, height * width, dim))
     tokens_pos = ops.reshape(position, (-1, height * width, dim))
-    memory = components.detr_encoder(tokens, tokens_pos, prompt, prompt_mask, training=training)
+    if encoded_tokens is None:
+        memory = components.detr_encoder(tokens, tokens_pos, prompt, prompt_mask, training=training)
+    else:
+        memory = components.detr_encoder(
+            encoded_tokens, tokens_pos, prompt, prompt_mask, training=training, image_encoded=True
+        )
     # (B, N, D) -> (B, H, W, D): the grid travels with the tensor.
     memory = ops.reshape(memory, (-1, height, width, dim))
     decoded = components.detr_decoder(memory, position, prompt, prompt_mask, training=training)

@@ -26,6 +26,7 @@ class SAM3DetrEncoder(keras.layers.Layer):
         image_pos: `(1 or B, N, D)`.
         prompt: `(B, L, D)`.
         prompt_mask: bool `(B, L)`.
+        image_encoded: bool. `image_tokens` come from `encode_image`.
 
     Returns:
         `(B, N, D)` the encoder memory.
@@ -68,16 +69,28 @@ class SAM3DetrEncoder(keras.layers.Layer):
             layer.build(tokens, tokens)
         self.built = True
 
-    def call(self, image_tokens, image_pos, prompt, prompt_mask, training=None):
+    def encode_image(self, image_tokens, image_pos, training=None):
+        """The part that reads no prompt: the first layer's self-attention
+        (the prompt enters at its cross-attention). Run it once per image
+        and pass the result to `call(..., image_encoded=True)` for each
+        prompt.
+
+        Returns:
+            `(B, N, D)`.
+        """
+        return self.encoder_layers[0].self_attention_step(image_tokens, image_pos, training=training)
+
+    def call(self, image_tokens, image_pos, prompt, prompt_mask, training=None, image_encoded=False):
         x = image_tokens
         cross_mask = prompt_mask[:, None, None, :]  # keys: (B, 1, 1, L)
-        for layer in self.encoder_layers:
+        for i, layer in enumerate(self.encoder_layers):
             x = layer(
                 x,
                 prompt,
                 x_pos=image_pos,
                 cross_mask=cross_mask,
                 training=training,
+                self_attention_done=image_encoded and i == 0,
             )
         return x
 

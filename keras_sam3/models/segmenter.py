@@ -7,10 +7,11 @@ import numpy as np
 from keras import ops
 from keras_hub.models import Task
 
+from keras_sam3.models.backbone import ENCODED_TOKENS
+from keras_sam3.models.backbone import IMAGE_LEVELS
+from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
 from keras_sam3.ops.masks import post_process_instances
-
-_VISION_KEYS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states_2")
 
 
 def task_outputs(backbone_outputs):
@@ -303,7 +304,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         size = backbone.image_size
         images = keras.Input((size, size, 3), name="images")
         vision = backbone.vision_encoder(images)
-        self._image_model = keras.Model(images, {k: vision[k] for k in _VISION_KEYS})
+        self._image_model = keras.Model(images, image_encoding(backbone, vision))
 
         features = {
             k: keras.Input(tuple(v.shape[1:]), name=k) for k, v in self._image_model.output.items()
@@ -314,12 +315,18 @@ class SAM3PromptableConceptImageSegmenter(Task):
             if k != "images"
         }
         text = backbone.text_encoder(prompts["token_ids"], prompts["padding_mask"])
-        vision = dict(features)
+        vision = {k: features[k] for k in IMAGE_LEVELS}
         vision["fpn_position_encoding_2"] = backbone.vision_encoder.neck.position_encoding(
             features["fpn_hidden_states_2"]
         )
         outputs = prompt_head(
-            backbone, vision, text["text_features"], text["text_mask"], prompts["boxes"], prompts["box_labels"]
+            backbone,
+            vision,
+            text["text_features"],
+            text["text_mask"],
+            prompts["boxes"],
+            prompts["box_labels"],
+            encoded_tokens=features[ENCODED_TOKENS],
         )
         self._prompt_model = keras.Model({**features, **prompts}, outputs)
 

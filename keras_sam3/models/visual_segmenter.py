@@ -60,8 +60,8 @@ class SAM3PromptableVisualImageSegmenter:
         concept_segmenter.segment_encoded, SAM3ImageFeatures for
         segment_encoded)`. The two must share the ViT (`from_checkpoint(...,
         concept_segmenter=...)`)."""
+        from keras_sam3.models.backbone import image_encoding
         from keras_sam3.models.segmenter import SAM3ImageEncoding
-        from keras_sam3.models.segmenter import _VISION_KEYS
 
         vision_encoder = concept_segmenter.backbone.vision_encoder
         if vision_encoder.backbone is not self.tracker.vision_encoder.backbone:
@@ -71,7 +71,8 @@ class SAM3PromptableVisualImageSegmenter:
             raise ValueError(f"Encode one image at a time; got {len(sizes)}.")
         trunk = vision_encoder.backbone(pixels)
         levels = vision_encoder.neck(trunk)
-        concept = SAM3ImageEncoding({k: ops.convert_to_numpy(levels[k]) for k in _VISION_KEYS}, sizes)
+        encoding = image_encoding(concept_segmenter.backbone, levels)
+        concept = SAM3ImageEncoding({k: ops.convert_to_numpy(v) for k, v in encoding.items()}, sizes)
         return concept, SAM3ImageFeatures(self.tracker.encode_trunk(trunk), sizes[0])
 
     def encode(self, image):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from keras_sam3.models.backbone import ENCODED_TOKENS
 from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
 from tests.models.tiny import tiny_segmenter
 
@@ -57,6 +58,18 @@ def test_one_encoding_many_prompts_equals_one_prompt_at_a_time(segmenter):
         np.testing.assert_allclose(result["scores"], alone["scores"], atol=1e-5)
         np.testing.assert_allclose(result["boxes"], alone["boxes"], atol=1e-3)
         assert np.mean(result["masks"] != alone["masks"]) < 1e-3
+
+
+def test_encoding_carries_the_detr_encoders_first_self_attention(segmenter):
+    # It reads no prompt, so encode() runs it once per image; the prompt
+    # model starts the DETR encoder from it instead of recomputing it.
+    image = _images()[0]
+    encoding = segmenter.encode(image)
+    assert encoding.features[ENCODED_TOKENS].shape == (1, 8 * 8, 16)
+    reference = segmenter.segment_encoded(encoding, ["dog"], threshold=0.0)[0]
+    encoding.features[ENCODED_TOKENS] = np.zeros_like(encoding.features[ENCODED_TOKENS])
+    changed = segmenter.segment_encoded(encoding, ["dog"], threshold=0.0)[0]
+    assert np.max(np.abs(changed["scores"] - reference["scores"])) > 1e-4
 
 
 def test_neither_text_nor_boxes_is_an_error(segmenter):
