@@ -25,6 +25,16 @@ IMAGE_LEVELS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states
 ENCODED_TOKENS = "detr_encoder_image_tokens"
 
 
+def _level2_tokens(vision):
+    """FPN level 2 and its position encoding as token sequences."""
+    height, width, dim = vision["fpn_hidden_states_2"].shape[1:]
+    # (B, H, W, D) -> (B, N, D)
+    return tuple(
+        ops.reshape(vision[k], (-1, height * width, dim))
+        for k in ("fpn_hidden_states_2", "fpn_position_encoding_2")
+    )
+
+
 def image_encoding(components, vision):
     """The prompt-independent part of the model for a batch of images.
 
@@ -36,11 +46,7 @@ def image_encoding(components, vision):
         dict: the `IMAGE_LEVELS` of `vision` and `ENCODED_TOKENS` `(B, N, D)`,
         what `prompt_head(..., encoded_tokens=...)` takes for any prompt.
     """
-    features = vision["fpn_hidden_states_2"]
-    height, width, dim = features.shape[1:]
-    # (B, H, W, D) -> (B, N, D)
-    tokens = ops.reshape(features, (-1, height * width, dim))
-    tokens_pos = ops.reshape(vision["fpn_position_encoding_2"], (-1, height * width, dim))
+    tokens, tokens_pos = _level2_tokens(vision)
     encoding = {k: vision[k] for k in IMAGE_LEVELS}
     encoding[ENCODED_TOKENS] = components.detr_encoder.encode_image(tokens, tokens_pos)
     return encoding
@@ -81,9 +87,7 @@ def prompt_head(
     prompt = ops.concatenate([text_features, geometry["features"]], axis=1)
     prompt_mask = ops.concatenate([ops.cast(text_mask, "bool"), geometry["mask"]], axis=1)
 
-    # (B, H, W, D) -> (B, N, D)
-    tokens = ops.reshape(features, (-1, height * width, dim))
-    tokens_pos = ops.reshape(position, (-1, height * width, dim))
+    tokens, tokens_pos = _level2_tokens(vision)
     if encoded_tokens is None:
         memory = components.detr_encoder(tokens, tokens_pos, prompt, prompt_mask, training=training)
     else:
