@@ -131,9 +131,15 @@ class SAM3MaskDecoder(keras.layers.Layer):
             x = upsample_nearest_add(x, skip)
             x = ops.relu(norm(conv(x)))
 
-        instance = self.instance_projection(x)  # (B, H0, W0, D)
+        # The 1x1 instance projection folds into the query embeddings:
+        # e . (x K + b) = x (K e) + e . b, which spares a 256 -> 256
+        # convolution of the finest map.
         embeddings = self.mask_embedder(queries)  # (B, Q, D)
-        pred_masks = ops.einsum("bqc,bhwc->bqhw", embeddings, instance)
+        kernel = ops.cast(self.instance_projection.kernel[0, 0], embeddings.dtype)  # (D_in, D)
+        bias = ops.cast(self.instance_projection.bias, embeddings.dtype)
+        folded = ops.einsum("bqc,kc->bqk", embeddings, kernel)
+        offset = ops.einsum("bqc,c->bq", embeddings, bias)
+        pred_masks = ops.einsum("bqk,bhwk->bqhw", folded, x) + offset[:, :, None, None]
         return {"pred_masks": pred_masks, "semantic_seg": self.semantic_projection(x)}
 
     def get_config(self):

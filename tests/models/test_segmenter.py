@@ -72,6 +72,21 @@ def test_encoding_carries_the_detr_encoders_first_self_attention(segmenter):
     assert np.max(np.abs(changed["scores"] - reference["scores"])) > 1e-4
 
 
+def test_prompt_model_outputs_equal_the_full_forward(segmenter):
+    # The encode-once path (the DETR encoder's first self-attention in
+    # encode()) gives the full forward's raw logits, not only its masks.
+    inputs, _ = segmenter.preprocessor(_images()[:1], ["the large blue square"], [[[10, 20, 80, 50]]], [[1]])
+    full = segmenter.backbone.predict_on_batch(inputs)
+    encoding = segmenter.encode(_images()[0])
+    split = segmenter._prompt_model.predict_on_batch(
+        {**encoding.features, **{k: v for k, v in inputs.items() if k != "images"}}
+    )
+    for key in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits", "semantic_seg"):
+        expected = np.asarray(full[key])
+        scale = max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(np.asarray(split[key]), expected, rtol=0, atol=1e-5 * scale, err_msg=key)
+
+
 def test_neither_text_nor_boxes_is_an_error(segmenter):
     with pytest.raises(ValueError, match="got neither"):
         segmenter.predict({"images": _images()[0]}, verbose=0)
