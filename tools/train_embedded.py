@@ -242,6 +242,13 @@ def main():
         default=0.0,
         help="share of those negatives one attribute away from a present object (ShapesGenerator's hard_negative_rate)",
     )
+    parser.add_argument(
+        "--distractor-rate",
+        type=float,
+        default=0.0,
+        help="chance that a scene's further shape repeats an earlier one's shape in another colour or size "
+        "(ShapesGenerator's distractor_rate)",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
@@ -300,6 +307,7 @@ def main():
             offset=args.data_offset + first,
             negative_rate=args.negative_rate,
             hard_negative_rate=args.hard_negative_rate,
+            distractor_rate=args.distractor_rate,
         )
         history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
         losses.append(float(history.history["loss"][-1]))
@@ -321,6 +329,7 @@ def main():
         "soft_targets": args.soft_targets,
         "negative_rate": args.negative_rate,
         "hard_negative_rate": args.hard_negative_rate,
+        "distractor_rate": args.distractor_rate,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},

@@ -93,18 +93,28 @@ class ShapesGenerator:
             learn to refuse; the rest name random absent concepts. A
             training option: at `0` (the default) the stream is the one
             held-out sets are drawn from. Defaults to `0.0`.
+        distractor_rate: float. Chance that each shape after a scene's
+            first is a distractor of an earlier one: the same shape in
+            another colour, or in the same colour at the other size, so
+            that a prompt naming one must refuse the other in the same
+            image. A training option like `hard_negative_rate` (`0`, the
+            default, leaves the held-out stream unchanged). Defaults to
+            `0.0`.
         seed: int. Defaults to `0`.
     """
 
-    def __init__(self, image_size=128, max_objects=4, negative_rate=0.25, hard_negative_rate=0.0, seed=0):
-        if not 0.0 <= negative_rate <= 1.0 or not 0.0 <= hard_negative_rate <= 1.0:
-            raise ValueError(
-                f"`negative_rate` and `hard_negative_rate` must lie in [0, 1]; got {negative_rate} and {hard_negative_rate}."
-            )
+    def __init__(
+        self, image_size=128, max_objects=4, negative_rate=0.25, hard_negative_rate=0.0, distractor_rate=0.0, seed=0
+    ):
+        rates = {"negative_rate": negative_rate, "hard_negative_rate": hard_negative_rate, "distractor_rate": distractor_rate}
+        for name, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"`{name}` must lie in [0, 1]; got {rate}.")
         self.image_size = image_size
         self.max_objects = max_objects
         self.negative_rate = negative_rate
         self.hard_negative_rate = hard_negative_rate
+        self.distractor_rate = distractor_rate
         self.rng = np.random.default_rng(seed)
 
     def scene(self):
@@ -117,19 +127,33 @@ class ShapesGenerator:
         for _ in range(50 * count):
             if len(objects) == count:
                 break
-            size_name = str(rng.choice(list(SIZES)))
+            # Drawn only when enabled, so the default stream stays as it was.
+            twin = None
+            if self.distractor_rate and objects and rng.uniform() < self.distractor_rate:
+                twin = self._distractor(objects[rng.integers(len(objects))])
+            size_name = twin["size"] if twin else str(rng.choice(list(SIZES)))
             r = rng.uniform(*SIZES[size_name]) * size
             cx, cy = rng.uniform(r + 1, size - r - 1, 2)
             if any((cx - o["cx"]) ** 2 + (cy - o["cy"]) ** 2 < (r + o["r"] + 2) ** 2 for o in objects):
                 continue
-            shape = str(rng.choice(SHAPES))
-            color = str(rng.choice(list(COLORS)))
+            shape = twin["shape"] if twin else str(rng.choice(SHAPES))
+            color = twin["color"] if twin else str(rng.choice(list(COLORS)))
             mask = _shape_mask(shape, cx, cy, r, size)
             objects.append(dict(shape=shape, color=color, size=size_name, cx=cx, cy=cy, r=r, mask=mask))
         for obj in objects:
             shade = np.asarray(COLORS[obj["color"]]) + rng.normal(0, 10, 3)
             image[obj["mask"]] = shade + rng.normal(0, 6, (int(obj["mask"].sum()), 3))
         return np.clip(image, 0, 255).astype("uint8"), objects
+
+    def _distractor(self, obj):
+        """Attributes one step from `obj`: its shape in another colour (two
+        times in three), or its shape and colour at the other size."""
+        rng = self.rng
+        if rng.uniform() < 2 / 3:
+            color = str(rng.choice([c for c in COLORS if c != obj["color"]]))
+            return {"shape": obj["shape"], "color": color, "size": str(rng.choice(list(SIZES)))}
+        size = next(s for s in SIZES if s != obj["size"])
+        return {"shape": obj["shape"], "color": obj["color"], "size": size}
 
     def concept(self, objects):
         """A prompt concept: of a present object, or (sometimes) an absent one."""

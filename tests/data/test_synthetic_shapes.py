@@ -78,3 +78,27 @@ def test_hard_negatives_are_absent_near_misses():
     assert near >= 95  # the rest fall back to random absent concepts
     with pytest.raises(ValueError, match="hard_negative_rate"):
         ShapesGenerator(hard_negative_rate=1.5)
+
+
+def test_distractors_repeat_an_earlier_shape_in_another_colour_or_size():
+    generator = ShapesGenerator(image_size=96, distractor_rate=1.0, seed=5)
+    later = colour = size = 0
+    for _ in range(100):
+        _, objects = generator.scene()
+        for i, obj in enumerate(objects[1:], 1):
+            earlier = objects[:i]
+            # Same shape as an earlier object and one step from it: another
+            # colour, or the same colour at the other size.
+            assert any(
+                o["shape"] == obj["shape"] and (o["color"] != obj["color"] or o["size"] != obj["size"]) for o in earlier
+            )
+            later += 1
+            colour += any(o["shape"] == obj["shape"] and o["color"] != obj["color"] for o in earlier)
+            size += any(o["shape"] == obj["shape"] and o["color"] == obj["color"] and o["size"] != obj["size"] for o in earlier)
+    assert later > 100 and colour > 0.4 * later and size > 0.15 * later
+    # Off by default, and then the stream is the held-out one, draw for draw.
+    plain, off = ShapesGenerator(seed=3).sample(), ShapesGenerator(seed=3, distractor_rate=0.0).sample()
+    np.testing.assert_array_equal(plain["image"], off["image"])
+    assert plain["prompt"] == off["prompt"]
+    with pytest.raises(ValueError, match="distractor_rate"):
+        ShapesGenerator(distractor_rate=-0.1)
