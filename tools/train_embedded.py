@@ -249,6 +249,13 @@ def main():
         help="chance that a scene's further shape repeats an earlier one's shape in another colour or size "
         "(ShapesGenerator's distractor_rate)",
     )
+    parser.add_argument(
+        "--color-prompt-rate",
+        type=float,
+        default=0.0,
+        help="share of training prompts naming a colour alone, \"red\" (ShapesGenerator's color_prompt_rate): "
+        "without them the fusion learned to answer from shape and size only (docs/training.md)",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
@@ -308,6 +315,7 @@ def main():
             negative_rate=args.negative_rate,
             hard_negative_rate=args.hard_negative_rate,
             distractor_rate=args.distractor_rate,
+            color_prompt_rate=args.color_prompt_rate,
         )
         history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
         losses.append(float(history.history["loss"][-1]))
@@ -330,6 +338,7 @@ def main():
         "negative_rate": args.negative_rate,
         "hard_negative_rate": args.hard_negative_rate,
         "distractor_rate": args.distractor_rate,
+        "color_prompt_rate": args.color_prompt_rate,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},

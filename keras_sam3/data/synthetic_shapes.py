@@ -100,13 +100,30 @@ class ShapesGenerator:
             image. A training option like `hard_negative_rate` (`0`, the
             default, leaves the held-out stream unchanged). Defaults to
             `0.0`.
+        color_prompt_rate: float. Share of prompts that name a colour alone
+            ("red": every red object, or none if the scene has no red), so
+            that the text-image fusion cannot answer from shape and size
+            only. A training option (`0`, the default, leaves the held-out
+            stream unchanged). Defaults to `0.0`.
         seed: int. Defaults to `0`.
     """
 
     def __init__(
-        self, image_size=128, max_objects=4, negative_rate=0.25, hard_negative_rate=0.0, distractor_rate=0.0, seed=0
+        self,
+        image_size=128,
+        max_objects=4,
+        negative_rate=0.25,
+        hard_negative_rate=0.0,
+        distractor_rate=0.0,
+        color_prompt_rate=0.0,
+        seed=0,
     ):
-        rates = {"negative_rate": negative_rate, "hard_negative_rate": hard_negative_rate, "distractor_rate": distractor_rate}
+        rates = {
+            "negative_rate": negative_rate,
+            "hard_negative_rate": hard_negative_rate,
+            "distractor_rate": distractor_rate,
+            "color_prompt_rate": color_prompt_rate,
+        }
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"`{name}` must lie in [0, 1]; got {rate}.")
@@ -115,6 +132,7 @@ class ShapesGenerator:
         self.negative_rate = negative_rate
         self.hard_negative_rate = hard_negative_rate
         self.distractor_rate = distractor_rate
+        self.color_prompt_rate = color_prompt_rate
         self.rng = np.random.default_rng(seed)
 
     def scene(self):
@@ -159,9 +177,12 @@ class ShapesGenerator:
         """A prompt concept: of a present object, or (sometimes) an absent one."""
         rng = self.rng
         keys = CONCEPT_KEYS
+        # Drawn only when enabled, so the default stream stays as it was.
+        if self.color_prompt_rate and rng.uniform() < self.color_prompt_rate:
+            keys = (("color",),)
         if rng.uniform() < self.negative_rate:
             # Drawn only when enabled, so the default stream stays as it was.
-            if self.hard_negative_rate and rng.uniform() < self.hard_negative_rate:
+            if self.hard_negative_rate and len(keys) > 1 and rng.uniform() < self.hard_negative_rate:
                 concept = self._near_miss(objects)
                 if concept is not None:
                     return concept

@@ -102,3 +102,23 @@ def test_distractors_repeat_an_earlier_shape_in_another_colour_or_size():
     assert plain["prompt"] == off["prompt"]
     with pytest.raises(ValueError, match="distractor_rate"):
         ShapesGenerator(distractor_rate=-0.1)
+
+
+def test_colour_prompts_name_a_colour_alone_with_every_object_of_it():
+    generator = ShapesGenerator(image_size=96, color_prompt_rate=1.0, seed=6)
+    present = absent = 0
+    for _ in range(60):
+        sample = generator.sample()
+        assert sample["prompt"] in COLORS
+        wanted = [o for o in sample["objects"] if o["color"] == sample["prompt"]]
+        # Every object of that colour, whatever its shape and size; none when absent.
+        assert len(sample["boxes"]) == len(wanted)
+        present += bool(wanted)
+        absent += not wanted
+    assert present > 30 and absent > 5
+    # Off by default, and then the stream is the held-out one, draw for draw.
+    plain, off = ShapesGenerator(seed=3).sample(), ShapesGenerator(seed=3, color_prompt_rate=0.0).sample()
+    np.testing.assert_array_equal(plain["image"], off["image"])
+    assert plain["prompt"] == off["prompt"]
+    with pytest.raises(ValueError, match="color_prompt_rate"):
+        ShapesGenerator(color_prompt_rate=2.0)
