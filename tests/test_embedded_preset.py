@@ -16,6 +16,7 @@ from keras_sam3.data.synthetic_shapes import ShapesGenerator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 from evaluate_embedded import evaluate  # noqa: E402
+from evaluate_embedded import nearest_difference  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(presets.PRESETS_DIR, "examples", "shapes.png")
@@ -51,6 +52,17 @@ def test_held_out_figures_reproduce():
         # Backends differ in round-off, which can flip a score or a pixel
         # at a threshold; the figures agree to well within 0.01.
         assert abs(result[name] - recorded[name]) <= 0.01, (name, result[name], recorded[name])
+
+
+def test_absent_concepts_are_counted_by_what_separates_them():
+    red_triangle = {"shape": "triangle", "color": "red", "size": "small"}
+    blue_square = {"shape": "square", "color": "blue", "size": "large"}
+    assert nearest_difference("blue triangle", [red_triangle]) == "color"
+    assert nearest_difference("large triangle", [red_triangle]) == "size"
+    assert nearest_difference("circle", [red_triangle, blue_square]) == "shape"
+    assert nearest_difference("large green circle", [red_triangle, blue_square]) == "more"
+    # A tie between a colour and a shape neighbour counts as colour.
+    assert nearest_difference("red square", [red_triangle, blue_square]) == "color"
 
 
 def test_readme_first_command(tmp_path):

@@ -9,6 +9,12 @@ kept at >= 0.5 by the evaluator; masks binarized at 0.5 at the original size).
 
 The held-out scenes come from `--seed` (default 2026), a stream the
 training data (seeds `(0, i)`) never draws from.
+
+`absent_concepts` counts the prompts without ground truth that got an
+instance anyway, by what separates them from the closest object in the
+scene: `color` ("blue triangle" beside a red triangle), `size`, `shape`
+(ties between objects go in that order), or `more` (two attributes or
+more).
 """
 
 import argparse
@@ -20,14 +26,30 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_sam3 import SAM3PromptableConceptImageSegmenter  # noqa: E402
+from keras_sam3.data.synthetic_shapes import COLORS  # noqa: E402
+from keras_sam3.data.synthetic_shapes import SHAPES  # noqa: E402
+from keras_sam3.data.synthetic_shapes import SIZES  # noqa: E402
 from keras_sam3.data.synthetic_shapes import ShapesGenerator  # noqa: E402
 from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
+
+
+def nearest_difference(prompt, objects):
+    """What separates an absent concept from the closest object in the
+    scene: "color", "size" or "shape" (ties in that order), or "more" than
+    one attribute."""
+    kinds = {**{w: "color" for w in COLORS}, **{w: "shape" for w in SHAPES}, **{w: "size" for w in SIZES}}
+    concept = {kinds[word]: word for word in prompt.split()}
+    differences = [[k for k, v in concept.items() if obj[k] != v] for obj in objects]
+    singles = {d[0] for d in differences if len(d) == 1}
+    return next((kind for kind in ("color", "size", "shape") if kind in singles), "more")
 
 
 def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
     size = segmenter.backbone.image_size
     generator = ShapesGenerator(image_size=size, seed=seed)
     evaluator = ConceptSegmentationEvaluator()
+    # kind -> [answered, prompts]
+    absent = {kind: [0, 0] for kind in ("color", "shape", "size", "more")}
     done = 0
     while done < samples:
         batch = [generator.sample() for _ in range(min(batch_size, samples - done))]
@@ -35,8 +57,14 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
         results = segmenter.segment([s["image"] for s in batch], [s["prompt"] for s in batch], threshold=0.3)
         for sample, result in zip(batch, results):
             evaluator.update(result["scores"], result["masks"], sample["masks"])
+            if not len(sample["masks"]):
+                counts = absent[nearest_difference(sample["prompt"], sample["objects"])]
+                counts[0] += int((result["scores"] >= 0.5).any())
+                counts[1] += 1
         done += len(batch)
-    return evaluator.result()
+    figures = evaluator.result()
+    figures["absent_concepts"] = {kind: {"answered": a, "prompts": n} for kind, (a, n) in absent.items()}
+    return figures
 
 
 def main():
