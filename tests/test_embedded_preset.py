@@ -58,12 +58,12 @@ def test_held_out_figures_reproduce():
 def test_absent_concepts_are_counted_by_what_separates_them():
     red_triangle = {"shape": "triangle", "color": "red", "size": "small"}
     blue_square = {"shape": "square", "color": "blue", "size": "large"}
-    assert nearest_difference("blue triangle", [red_triangle]) == "color"
-    assert nearest_difference("large triangle", [red_triangle]) == "size"
-    assert nearest_difference("circle", [red_triangle, blue_square]) == "shape"
-    assert nearest_difference("large green circle", [red_triangle, blue_square]) == "more"
+    assert nearest_difference({"color": "blue", "shape": "triangle"}, [red_triangle]) == "color"
+    assert nearest_difference({"size": "large", "shape": "triangle"}, [red_triangle]) == "size"
+    assert nearest_difference({"shape": "circle"}, [red_triangle, blue_square]) == "shape"
+    assert nearest_difference({"size": "large", "color": "green", "shape": "circle"}, [red_triangle, blue_square]) == "more"
     # A tie between a colour and a shape neighbour counts as colour.
-    assert nearest_difference("red square", [red_triangle, blue_square]) == "color"
+    assert nearest_difference({"color": "red", "shape": "square"}, [red_triangle, blue_square]) == "color"
 
 
 def test_readme_first_command(tmp_path):

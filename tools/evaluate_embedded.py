@@ -26,19 +26,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_sam3 import SAM3PromptableConceptImageSegmenter  # noqa: E402
-from keras_sam3.data.synthetic_shapes import COLORS  # noqa: E402
-from keras_sam3.data.synthetic_shapes import SHAPES  # noqa: E402
-from keras_sam3.data.synthetic_shapes import SIZES  # noqa: E402
 from keras_sam3.data.synthetic_shapes import ShapesGenerator  # noqa: E402
 from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
 
 
-def nearest_difference(prompt, objects):
-    """What separates an absent concept from the closest object in the
-    scene: "color", "size" or "shape" (ties in that order), or "more" than
-    one attribute."""
-    kinds = {**{w: "color" for w in COLORS}, **{w: "shape" for w in SHAPES}, **{w: "size" for w in SIZES}}
-    concept = {kinds[word]: word for word in prompt.split()}
+def nearest_difference(concept, objects):
+    """What separates an absent concept (a sample's `concept`) from the
+    closest object in the scene: "color", "size" or "shape" (ties in that
+    order), or "more" than one attribute."""
     differences = [[k for k, v in concept.items() if obj[k] != v] for obj in objects]
     singles = {d[0] for d in differences if len(d) == 1}
     return next((kind for kind in ("color", "size", "shape") if kind in singles), "more")
@@ -58,7 +53,7 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
         for sample, result in zip(batch, results):
             evaluator.update(result["scores"], result["masks"], sample["masks"])
             if not len(sample["masks"]):
-                counts = absent[nearest_difference(sample["prompt"], sample["objects"])]
+                counts = absent[nearest_difference(sample["concept"], sample["objects"])]
                 counts[0] += int((result["scores"] >= 0.5).any())
                 counts[1] += 1
         done += len(batch)

@@ -225,6 +225,7 @@ class ShapesGenerator:
         return {
             "image": image,
             "prompt": phrase(concept),
+            "concept": concept,  # the prompt's attributes, {"color": "red", "shape": "circle"}
             "boxes": np.asarray(boxes, "float32").reshape(-1, 4),  # pixel xyxy
             "masks": np.asarray(masks, bool).reshape(-1, self.image_size, self.image_size),
             "objects": [{k: o[k] for k in ("shape", "color", "size")} for o in objects],
