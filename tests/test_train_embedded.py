@@ -22,6 +22,7 @@ def args(**overrides):
         cost_dice=0.0,
         bbox_weight=5.0,
         giou_weight=2.0,
+        presence_weight=20.0,
         meta_negatives=False,
         negatives_after=2000,
         late_positive_weight=None,
@@ -36,6 +37,7 @@ def test_negatives_start_after_the_first_phase():
     assert [first for first, _ in plan] == [0, 2000]
     assert [kw["negative_prompts"] for _, kw in plan] == [False, True]
     assert all(kw["positive_weight"] == 10.0 and kw["soft_targets"] is False for _, kw in plan)
+    assert all(kw["presence_weight"] == 20.0 for _, kw in plan)
 
 
 def test_meta_negatives_and_a_late_positive_weight():

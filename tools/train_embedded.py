@@ -158,6 +158,7 @@ def phases(args):
         cost_dice=args.cost_dice,
         bbox_weight=args.bbox_weight,
         giou_weight=args.giou_weight,
+        presence_weight=args.presence_weight,
     )
     changes = {0: {}}
     if not args.meta_negatives:
@@ -233,6 +234,9 @@ def main():
     parser.add_argument("--cost-dice", type=float, default=0.0, help="SAM3Loss' mask dice matching cost")
     parser.add_argument("--bbox-weight", type=float, default=5.0, help="SAM3Loss' L1 box loss weight (Meta's 5)")
     parser.add_argument("--giou-weight", type=float, default=2.0, help="SAM3Loss' GIoU loss weight (Meta's 2)")
+    parser.add_argument(
+        "--presence-weight", type=float, default=20.0, help="SAM3Loss' presence BCE weight (Meta's 20)"
+    )
     parser.add_argument(
         "--negative-rate", type=float, default=0.25, help="share of training prompts naming absent concepts (held-out sets: 0.25)"
     )
