@@ -1,5 +1,6 @@
 """keras_sam3: SAM 3 in Keras 3, the same numbers on JAX, TensorFlow and PyTorch."""
 
+from keras_sam3.allocator import tune_cpu_allocator
 from keras_sam3.convert import convert_backbone
 from keras_sam3.convert import convert_tracker
 from keras_sam3.models import SAM3Backbone
@@ -44,4 +45,5 @@ __all__ = [
     "SAM3ViT",
     "convert_backbone",
     "convert_tracker",
+    "tune_cpu_allocator",
 ]

@@ -9,7 +9,9 @@ Each image is encoded once and every prompt runs against that encoding.
 Clicks (`--point`, with an optional single `--box`) segment one object with
 the SAM 3 tracker and need a Hugging Face checkpoint (directory or hf://).
 Writes, per image, `<name>_overlay.png` (masks, boxes, prompt and score)
-and `<name>_instances.json`. The backend follows `KERAS_BACKEND`.
+and `<name>_instances.json`. The backend follows `KERAS_BACKEND`. On Linux
+the process keeps large freed blocks for reuse (`tune_cpu_allocator`;
+`--default-allocator` leaves malloc alone).
 """
 
 import argparse
@@ -118,6 +120,12 @@ def main(argv=None):
     parser.add_argument("--preset", default="sam3", help="registered name, preset directory, HF checkpoint or hf:// id")
     parser.add_argument("--output-dir", default="sam3_out")
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's malloc as it is (by default large freed blocks are kept for reuse: "
+        "keras_sam3.tune_cpu_allocator, docs/benchmarks.md)",
+    )
     args = parser.parse_args(argv)
     if not args.prompt and not args.box and not args.point:
         parser.error("give at least one --prompt, --box or --point")
@@ -129,6 +137,10 @@ def main(argv=None):
     def log(message):
         print(f"[{time.time() - start:6.1f}s] {message}", flush=True)
 
+    if not args.default_allocator:
+        from keras_sam3.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
     log(f"loading {args.preset}")
     if args.point:
         from keras_sam3.models.visual_segmenter import SAM3PromptableVisualImageSegmenter

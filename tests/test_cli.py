@@ -32,13 +32,14 @@ def test_segment_command_writes_overlay_and_json(tmp_path):
     image = tmp_path / "shapes.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3)).astype("uint8")).save(image)
     out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "keras_sam3", str(image),
+        "--prompt", "red circle", "--prompt", "square",
+        "--box", "5,5,30,40", "--box", "40,10,60,30:0",
+        "--preset", preset, "--output-dir", str(out), "--threshold", "0",
+    ]
     result = subprocess.run(
-        [
-            sys.executable, "-m", "keras_sam3", str(image),
-            "--prompt", "red circle", "--prompt", "square",
-            "--box", "5,5,30,40", "--box", "40,10,60,30:0",
-            "--preset", preset, "--output-dir", str(out), "--threshold", "0",
-        ],
+        command,
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
@@ -56,6 +57,18 @@ def test_segment_command_writes_overlay_and_json(tmp_path):
         mask = _decode(inst["mask_rle"])
         assert mask.shape == (50, 70) and mask.sum() == inst["mask_area"]
         assert 0 <= inst["score"] <= 1 and len(inst["box"]) == 4
+
+    # The command keeps freed memory for reuse unless told not to; the
+    # allocator changes no number.
+    plain = tmp_path / "plain"
+    result = subprocess.run(
+        command[:-4] + ["--output-dir", str(plain), "--threshold", "0", "--default-allocator"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((plain / "shapes_instances.json").read_text()) == record
 
 
 def test_command_needs_a_prompt_or_box(tmp_path):

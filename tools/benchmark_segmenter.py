@@ -223,7 +223,21 @@ def block_other_frameworks(backend):
         sys.modules[name] = None
 
 
+def tune_allocator():
+    """keras_sam3.tune_cpu_allocator, loaded from its file: importing the
+    package would import Keras into the reference's process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_allocator", os.path.join(ROOT, "keras_sam3", "allocator.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not module.tune_cpu_allocator():
+        raise RuntimeError("--tuned-allocator needs glibc (Linux)")
+
+
 def worker(args):
+    if args.tuned_allocator:
+        tune_allocator()
     if args.alone:
         block_other_frameworks(os.environ.get("KERAS_BACKEND", "jax"))
     # The reference's process imports neither Keras nor what Keras imports.
@@ -232,6 +246,7 @@ def worker(args):
     ](args.image_size, args.repeats)
     if result is not None:
         result["peak_rss_gb"] = _peak_rss_gb()
+        result["tuned_allocator"] = args.tuned_allocator
         result["loaded_frameworks"] = sorted(
             n for n in ("jax", "tensorflow", "torch") if sys.modules.get(n) is not None
         )
@@ -251,6 +266,12 @@ def main():
         action="store_true",
         help="also run ours with the other backends' frameworks blocked (an install with one backend)",
     )
+    parser.add_argument(
+        "--tuned-allocator",
+        action="store_true",
+        help="every process, ours and the peers alike, starts with keras_sam3.tune_cpu_allocator() "
+        "(glibc keeps large freed blocks for reuse)",
+    )
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -268,7 +289,8 @@ def main():
             print(f"[{backend}] {name} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
                 [sys.executable, __file__, f"--peer={peer}", f"--image-size={args.image_size}", f"--repeats={args.repeats}"]
-                + (["--alone"] if alone else []),
+                + (["--alone"] if alone else [])
+                + (["--tuned-allocator"] if args.tuned_allocator else []),
                 env=dict(os.environ, KERAS_BACKEND=backend),
                 capture_output=True,
                 text=True,
@@ -287,7 +309,8 @@ def main():
     print(f"\nFull forward, default architecture, {args.image_size} px, batch 1, text prompt; "
           f"median of {args.repeats} steady calls (seconds), peak RSS (GB); 'model RSS' is the peak after "
           f"the full forward less the RSS after the imports (the frameworks a process loads, which differ "
-          f"between the peers: ours loads Keras, keras-hub and what they import)\n")
+          f"between the peers: ours loads Keras, keras-hub and what they import)"
+          + ("; every process with keras_sam3.tune_cpu_allocator()" if args.tuned_allocator else "") + "\n")
     print(
         "| implementation | first | steady | steady / reference | peak RSS, full forward | RSS / reference "
         "| RSS after imports | model RSS | model RSS / reference | peak RSS, whole run | encode | one prompt | prompt / full | encode + 4 prompts / full "
