@@ -5,8 +5,10 @@ most 32 MiB by default) its own fresh `mmap` and returns it to the system
 on `free`. A forward pass of the full-size model makes hundreds of such
 temporaries (a 5,184 x 4,736 float32 activation is 98 MB), and each is
 faulted in page by page, zero-filled by the kernel, on every call. On the
-2-core CPU of docs/benchmarks.md that is about a third of the image
-encoder's time at 1008 px, and more at a batch of prompts.
+2-core CPU of docs/benchmarks.md, on PyTorch at 1008 px, keeping them
+made the image encoder about a fifth faster and a batch of four prompts
+about a third faster (JAX and TensorFlow keep their own buffers and gained
+nothing).
 
 `tune_cpu_allocator()` tells glibc, for the rest of the process, to serve
 such blocks from its heap and to keep what is freed for the next call: the
