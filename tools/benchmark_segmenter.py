@@ -10,6 +10,11 @@ image encoding and one prompt, four prompts on one encoded image, and
 ratios against the reference. Text prompts only: the reference's box path
 needs torchvision.
 
+On a machine with a CUDA GPU, ours (JAX and PyTorch backends) and the
+reference run on it: timings wait for the device, and each row also gives
+the device's peak memory (PyTorch's `max_memory_allocated`, JAX's
+`peak_bytes_in_use`). TF32 is off for every peer unless `--tf32`.
+
     python tools/benchmark_segmenter.py --image-size 336 --json out.json
     python tools/benchmark_segmenter.py --image-size 1008 --backends jax --repeats 3
 
@@ -56,6 +61,59 @@ def _peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _cuda():
+    """Whether this process's framework runs on a CUDA GPU."""
+    backend = os.environ.get("KERAS_BACKEND", "jax")
+    if backend == "jax" and sys.modules.get("jax") is not None:
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if sys.modules.get("torch") is not None:
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def _set_tf32(enabled):
+    """TF32 on or off for the GPU matrix products of every framework loaded."""
+    if sys.modules.get("torch") is not None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+    if sys.modules.get("jax") is not None:
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if enabled else "highest")
+
+
+def _device_name():
+    if not _cuda():
+        return "cpu"
+    if os.environ.get("KERAS_BACKEND", "jax") == "jax" and sys.modules.get("keras") is not None:
+        import jax
+
+        return jax.devices()[0].device_kind
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def _device_peak_gb():
+    """Peak GPU memory of this process so far (GB), or None off a GPU."""
+    if not _cuda():
+        return None
+    backend = os.environ.get("KERAS_BACKEND", "jax")
+    if backend == "jax" and sys.modules.get("keras") is not None:
+        import jax
+
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**30
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
 def _inputs(size, batch=1):
     import numpy as np
 
@@ -90,6 +148,7 @@ def run_ours(size, repeats):
     first = _timed(full)
     steady = _steady(full, repeats)
     full_rss = _peak_rss_gb()  # before the encode-once / four-prompt runs
+    full_device = _device_peak_gb()
 
     image = segmenter._image_model
     prompt = segmenter._prompt_model
@@ -109,6 +168,7 @@ def run_ours(size, repeats):
         "prompt_s": one_prompt,
         "four_prompts_s": four_prompts,
         "full_rss_gb": full_rss,
+        "full_device_gb": full_device,
         "imports_rss_gb": imports_rss,
     }
 
@@ -123,29 +183,35 @@ def run_reference(size, repeats):
     start = time.perf_counter()
     config = transformers.Sam3Config()
     config.vision_config.backbone_config.image_size = size
-    model = transformers.Sam3Model(config).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = transformers.Sam3Model(config).eval().to(device)
     build = time.perf_counter() - start
-    pixels = torch.from_numpy(x["images"].transpose(0, 3, 1, 2).copy())
-    ids = torch.from_numpy(x["token_ids"]).long()
-    mask = torch.from_numpy(x["padding_mask"]).long()
+    pixels = torch.from_numpy(x["images"].transpose(0, 3, 1, 2).copy()).to(device)
+    ids = torch.from_numpy(x["token_ids"]).long().to(device)
+    mask = torch.from_numpy(x["padding_mask"]).long().to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def full():
         with torch.inference_mode():
             model(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+        sync()
 
     first = _timed(full)
     steady = _steady(full, repeats)
     full_rss = _peak_rss_gb()
+    full_device = _device_peak_gb()
     with torch.inference_mode():
         vision = model.get_vision_features(pixel_values=pixels)
 
     def encode():
         with torch.inference_mode():
             model.get_vision_features(pixel_values=pixels)
+        sync()
 
     def prompt(n=1):
         with torch.inference_mode():
             model(vision_embeds=vision, input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1))
+        sync()
 
     return {
         "build_s": build,
@@ -154,6 +220,7 @@ def run_reference(size, repeats):
         "encode_s": _steady(encode, repeats),
         "prompt_s": _steady(prompt, repeats),
         "full_rss_gb": full_rss,
+        "full_device_gb": full_device,
         "imports_rss_gb": imports_rss,
     }
 
@@ -211,6 +278,7 @@ def run_keras_hub(size, repeats):
         "first_s": first,
         "steady_s": steady,
         "full_rss_gb": _peak_rss_gb(),
+        "full_device_gb": _device_peak_gb(),
         "imports_rss_gb": imports_rss,
     }
 
@@ -241,6 +309,11 @@ def worker(args):
     if args.alone:
         block_other_frameworks(os.environ.get("KERAS_BACKEND", "jax"))
     # The reference's process imports neither Keras nor what Keras imports.
+    if args.peer == "reference":
+        import torch  # noqa: F401
+    else:
+        import keras  # noqa: F401 (imports the backend's framework)
+    _set_tf32(args.tf32)
     result = {"run_ours": run_ours, "run_reference": run_reference, "run_keras_hub": run_keras_hub}[
         f"run_{args.peer}"
     ](args.image_size, args.repeats)
@@ -251,6 +324,8 @@ def worker(args):
             n for n in ("jax", "tensorflow", "torch") if sys.modules.get(n) is not None
         )
         result["backend"] = "torch" if args.peer == "reference" else sys.modules["keras"].backend.backend()
+        result["device"] = _device_name()
+        result["tf32"] = args.tf32 if result["device"] != "cpu" else None
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -272,6 +347,11 @@ def main():
         help="every process, ours and the peers alike, starts with keras_sam3.tune_cpu_allocator() "
         "(glibc keeps large freed blocks for reuse)",
     )
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="on a GPU, let every peer's float32 matrix products use TF32 (default: full float32)",
+    )
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -290,7 +370,8 @@ def main():
             proc = subprocess.run(
                 [sys.executable, __file__, f"--peer={peer}", f"--image-size={args.image_size}", f"--repeats={args.repeats}"]
                 + (["--alone"] if alone else [])
-                + (["--tuned-allocator"] if args.tuned_allocator else []),
+                + (["--tuned-allocator"] if args.tuned_allocator else [])
+                + (["--tf32"] if args.tf32 else []),
                 env=dict(os.environ, KERAS_BACKEND=backend),
                 capture_output=True,
                 text=True,
@@ -340,6 +421,15 @@ def main():
             f"| {name} | {r['first_s']:.2f} | {r['steady_s']:.3f} | {ratio} | {full_rss:.2f} | {mem} "
             f"| {imports} | {model} | {model_ratio} | {r['peak_rss_gb']:.2f} | {enc} | {one} | {share} | {four} | {single} |"
         )
+    on_device = {name: r for name, r in table.items() if r.get("full_device_gb") is not None}
+    if on_device:
+        ref_device = ref and ref.get("full_device_gb")
+        print(f"\nOn the GPU (TF32 {'on' if args.tf32 else 'off'}): peak device memory of the full forward (GB)\n")
+        print("| implementation | device | steady | device peak, full forward | device peak / reference |")
+        print("|---|---|---:|---:|---:|")
+        for name, r in on_device.items():
+            share = f"{r['full_device_gb'] / ref_device:.2f}x" if ref_device else "n/a"
+            print(f"| {name} | {r['device']} | {r['steady_s']:.4f} | {r['full_device_gb']:.2f} | {share} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=2)

@@ -136,6 +136,7 @@ def main():
                 sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
                 raise SystemExit(f"[{backend} {size}px] failed (exit {proc.returncode})")
             results.append(json.loads(lines[-1][len("RESULT ") :]))
+            print(f"[{backend} {size}px] {json.dumps(results[-1])}", file=sys.stderr, flush=True)
 
     print("| backend | size | output | max abs diff | max abs ref | bound | ok |")
     print("|---|---:|---|---:|---:|---:|---|")
