@@ -52,3 +52,28 @@ def test_random_boxes_and_other_output_size():
     corners = rng.uniform(0, 16, size=(1, 6, 2, 2))
     boxes = np.concatenate([corners.min(2), corners.max(2)], axis=-1).astype("float32")
     _compare(features, boxes, output_size=4)
+
+
+@pytest.mark.parametrize("size", [(9, 9), (24, 24), (13, 40)])
+def test_boxes_larger_than_the_map_are_exact(size):
+    # Such boxes sample on grids larger than any box inside the map needs
+    # (torchvision: ceil(roi_h / 7) per bin); a fixed ceil(H / 7) grid missed
+    # them by up to 0.27 (seen against the real torchvision on a GPU machine).
+    rng = np.random.default_rng(size[0] * 100 + size[1])
+    h, w = size
+    features = rng.normal(size=(2, h, w, 4)).astype("float32")
+    corners = rng.uniform(-3.0, 4.0, size=(2, 12, 2, 2)) * np.array([w, h])
+    boxes = np.concatenate([corners.min(2), corners.max(2)], axis=-1).astype("float32")
+    boxes[0, 0] = [-0.5, -0.7, w + 0.9, h + 1.2]  # just larger than the map
+    boxes[0, 1] = [-500.0, -300.0, 700.0, 900.0]  # grids of ~170 samples per bin
+    boxes[1, 0] = [2.0, -40.0, 3.0, h + 40.0]  # a tall, thin box
+    out = _compare(features, boxes)
+    assert np.abs(out).max() > 0.0
+
+
+def test_exact_along_a_sweep_of_box_sizes():
+    rng = np.random.default_rng(11)
+    features = rng.normal(size=(1, 10, 10, 2)).astype("float32")
+    lengths = np.linspace(0.3, 60.0, 24)
+    boxes = np.stack([-0.37 * lengths, 0.21 * lengths - 2.0, 0.63 * lengths, 1.21 * lengths - 2.0], -1)
+    _compare(features, boxes[None].astype("float32"))
