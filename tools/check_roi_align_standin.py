@@ -29,6 +29,15 @@ def main():
     from keras_sam3.ops.roi_align import roi_align
     from tests.parity.roi_align_reference import roi_align_torch
 
+    # Full float32 products, as in the tests (tests/conftest.py): with JAX's
+    # default precision on an H200, keras_sam3's einsums were off by 1.7e-3.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+
     rng = np.random.default_rng(0)
     worst = {"stand-in": 0.0, "keras_sam3": 0.0}
     for h, w in [(9, 9), (24, 24), (72, 72), (13, 40)]:
