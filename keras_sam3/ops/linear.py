@@ -48,6 +48,18 @@ def torch_operands(x, kernel, bias):
     return x, kernel, bias, same and x.dtype.is_floating_point
 
 
+def torch_linear(tx, tk, tb):
+    """`linear` on PyTorch tensors of one floating dtype: oneDNN where
+    `_onednn_linear` applies, else one `torch.nn.functional.linear`."""
+    import torch
+
+    y = _onednn_linear(tx, tk, tb)
+    if y is not None:
+        return y
+    # (D_in, D_out) -> (D_out, D_in): a view; addmm reads it transposed.
+    return torch.nn.functional.linear(tx, tk.T, tb)
+
+
 def linear(x, kernel, bias=None):
     """Affine map over the last axis: `x @ kernel + bias`.
 
@@ -77,10 +89,6 @@ def linear(x, kernel, bias=None):
 
         tx, tk, tb, ready = torch_operands(x, kernel, bias)
         if ready:
-            y = _onednn_linear(tx, tk, tb)
-            if y is not None:
-                return y
-            # (D_in, D_out) -> (D_out, D_in): a view; addmm reads it transposed.
-            return torch.nn.functional.linear(tx, tk.T, tb)
+            return torch_linear(tx, tk, tb)
     y = keras.ops.matmul(x, kernel)
     return y if bias is None else keras.ops.add(y, bias)
