@@ -1,6 +1,7 @@
 import keras
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.direct import dropout
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import MLP
 
@@ -85,7 +86,7 @@ class PreNormFusionBlock(keras.layers.Layer):
         y = self.layer_norm1(x)
         qk = y if x_pos is None else y + x_pos
         y = self.self_attn(qk, qk, y, attention_mask=self_mask)
-        return x + self.dropout(y, training=training)
+        return x + dropout(self.dropout, y, training)
 
     def call(
         self,
@@ -103,8 +104,8 @@ class PreNormFusionBlock(keras.layers.Layer):
         y = self.layer_norm2(x)
         key = memory if memory_pos is None else memory + memory_pos
         y = self.cross_attn(y, key, memory, attention_mask=cross_mask)
-        x = x + self.dropout(y, training=training)
-        return x + self.dropout(self.mlp(self.layer_norm3(x)), training=training)
+        x = x + dropout(self.dropout, y, training)
+        return x + dropout(self.dropout, self.mlp(self.layer_norm3(x)), training)
 
     def compute_output_shape(self, x_shape, *args, **kwargs):
         return tuple(x_shape)

@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_sam3.layers.attention import Attention
+from keras_sam3.layers.direct import dropout
 from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.mlp import MLP
@@ -74,7 +75,7 @@ class DetrDecoderBlock(keras.layers.Layer):
         self, x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=None
     ):
         def residual(x, y, norm):
-            return norm(x + self.dropout(y, training=training))
+            return norm(x + dropout(self.dropout, y, training))
 
         q = x + query_pos
         x = residual(x, self.self_attn(q, q, x), self.self_attn_layer_norm)

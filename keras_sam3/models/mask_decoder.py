@@ -5,7 +5,9 @@ from keras import ops
 
 from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.direct import dropout
 from keras_sam3.layers.group_norm import GroupNormalization
+from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.mlp import StackedMLP
 
 
@@ -93,7 +95,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
         self.instance_projection = Conv2D(d, 1, dtype=policy, name="instance_projection")
         self.semantic_projection = Conv2D(1, 1, dtype=policy, name="semantic_projection")
         self.prompt_cross_attn = Attention(d, num_heads, dtype=policy, name="prompt_cross_attn")
-        self.prompt_cross_attn_norm = keras.layers.LayerNormalization(
+        self.prompt_cross_attn_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="prompt_cross_attn_norm"
         )
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
@@ -123,7 +125,7 @@ class SAM3MaskDecoder(keras.layers.Layer):
             prompt,
             attention_mask=prompt_mask[:, None, None, :],
         )
-        memory = memory + self.dropout(y, training=training)
+        memory = memory + dropout(self.dropout, y, training)
 
         # (B, N, D) -> (B, H, W, D)
         x = ops.reshape(memory, (-1, height, width, d))

@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_sam3.layers.dense import Dense
+from keras_sam3.layers.direct import dropout
+from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.mlp import StackedMLP
 
 
@@ -53,7 +55,7 @@ class SAM3DotProductScoring(keras.layers.Layer):
             intermediate_dim, hidden_dim, num_layers=2, dtype=policy, name="text_mlp"
         )
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
-        self.text_mlp_out_norm = keras.layers.LayerNormalization(
+        self.text_mlp_out_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="text_mlp_out_norm"
         )
         self.text_proj = Dense(hidden_dim, dtype=policy, name="text_proj")
@@ -68,7 +70,7 @@ class SAM3DotProductScoring(keras.layers.Layer):
         self.built = True
 
     def call(self, queries, prompt, prompt_mask, training=None):
-        t = prompt + self.dropout(self.text_mlp(prompt), training=training)
+        t = prompt + dropout(self.dropout, self.text_mlp(prompt), training)
         t = self.text_mlp_out_norm(t)
         valid = ops.cast(prompt_mask, t.dtype)[..., None]  # (B, L, 1)
         pooled = ops.sum(t * valid, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1.0)

@@ -6,6 +6,7 @@ from keras import ops
 from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.embedding import Embedding
+from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.mlp import MLP
 
 
@@ -37,7 +38,7 @@ class CLIPTextBlock(keras.layers.Layer):
         self.num_heads = num_heads
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
-        self.layer_norm1 = keras.layers.LayerNormalization(
+        self.layer_norm1 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm1"
         )
         self.self_attn = Attention(
@@ -47,7 +48,7 @@ class CLIPTextBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="self_attn",
         )
-        self.layer_norm2 = keras.layers.LayerNormalization(
+        self.layer_norm2 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm2"
         )
         self.mlp = MLP(
@@ -167,7 +168,7 @@ class SAM3TextEncoder(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.final_layer_norm = keras.layers.LayerNormalization(
+        self.final_layer_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_layer_norm"
         )
         self.text_projection = Dense(

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.embedding import Embedding
+from keras_sam3.layers.layer_norm import LayerNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -23,11 +24,11 @@ class MaskEmbedding(keras.layers.Layer):
         policy = self.dtype_policy
         quarter = mask_input_channels // 4
         self.conv1 = Conv2D(quarter, 2, strides=2, dtype=policy, name="conv1")
-        self.layer_norm1 = keras.layers.LayerNormalization(
+        self.layer_norm1 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm1"
         )
         self.conv2 = Conv2D(mask_input_channels, 2, strides=2, dtype=policy, name="conv2")
-        self.layer_norm2 = keras.layers.LayerNormalization(
+        self.layer_norm2 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm2"
         )
         self.conv3 = Conv2D(hidden_dim, 1, dtype=policy, name="conv3")

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_sam3.layers.attention import Attention
 from keras_sam3.layers.conv import Conv2D
+from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.mlp import MLP
 from keras_sam3.layers.rope import axial_rope_tables
 from keras_sam3.layers.windows import window_partition
@@ -50,13 +51,13 @@ class ViTBlock(keras.layers.Layer):
         self.window_size = window_size
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
-        self.layer_norm1 = keras.layers.LayerNormalization(
+        self.layer_norm1 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm1"
         )
         self.attention = Attention(
             hidden_dim, num_heads, dtype=self.dtype_policy, name="attention"
         )
-        self.layer_norm2 = keras.layers.LayerNormalization(
+        self.layer_norm2 = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm2"
         )
         self.mlp = MLP(
@@ -178,7 +179,7 @@ class SAM3ViT(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="patch_embeddings",
         )
-        self.layer_norm = keras.layers.LayerNormalization(
+        self.layer_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
         )
         self.blocks = [
