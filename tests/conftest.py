@@ -5,9 +5,12 @@ float32 matrix products (`jax_default_matmul_precision`) round their inputs
 to 10 mantissa bits, which put 5e-4 of the reference's scale into the FPN
 (PyTorch) and failed the text encoder (JAX) on an H200. On CPUs these
 switches are left alone. Only the running backend's framework is touched
-(Keras imports it anyway)."""
+(Keras imports it anyway).
+
+Also the `count_layer_calls` fixture."""
 
 import keras
+import pytest
 
 _backend = keras.backend.backend()
 if _backend == "torch":
@@ -26,3 +29,22 @@ elif _backend == "tensorflow":
 
     if tf.config.list_physical_devices("GPU"):
         tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+@pytest.fixture
+def count_layer_calls(monkeypatch):
+    """A function that, once called, makes every `keras.layers.Layer.__call__`
+    append the layer's name to the list it returns."""
+
+    def start():
+        calls = []
+        original = keras.layers.Layer.__call__
+
+        def counting(self, *args, **kwargs):
+            calls.append(self.name)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(keras.layers.Layer, "__call__", counting)
+        return calls
+
+    return start

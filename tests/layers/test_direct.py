@@ -7,18 +7,6 @@ from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.layer_norm import layer_norm
 
 
-def _count_layer_calls(monkeypatch):
-    calls = []
-    original = keras.layers.Layer.__call__
-
-    def counting(self, *args, **kwargs):
-        calls.append(self.name)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.layers.Layer, "__call__", counting)
-    return calls
-
-
 def _pair(dtype="float32"):
     ours = layer_norm("norm", 1e-6, dtype)
     theirs = keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype)
@@ -30,12 +18,12 @@ def _pair(dtype="float32"):
     return ours, theirs
 
 
-def test_layer_norm_skips_keras_call_machinery_on_torch(monkeypatch):
+def test_layer_norm_skips_keras_call_machinery_on_torch(count_layer_calls):
     ours, theirs = _pair()
     assert isinstance(ours, LayerNormalization)
     x = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=(2, 5, 8)).astype("float32"))
     first = keras.ops.convert_to_numpy(ours(x))
-    calls = _count_layer_calls(monkeypatch)
+    calls = count_layer_calls()
     again = keras.ops.convert_to_numpy(ours(x))
     assert calls == ([] if keras.backend.backend() == "torch" else [ours.name])
     np.testing.assert_array_equal(again, first)
@@ -43,12 +31,12 @@ def test_layer_norm_skips_keras_call_machinery_on_torch(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["mixed_bfloat16", "numpy_input", "float64_input"])
-def test_layer_norm_keeps_keras_call_where_it_matters(monkeypatch, case):
+def test_layer_norm_keeps_keras_call_where_it_matters(count_layer_calls, case):
     ours, theirs = _pair("mixed_bfloat16" if case == "mixed_bfloat16" else "float32")
     x = np.random.default_rng(2).normal(size=(3, 8)).astype("float64" if case == "float64_input" else "float32")
     x = x if case == "numpy_input" else keras.ops.convert_to_tensor(x)
     ours(x)
-    calls = _count_layer_calls(monkeypatch)
+    calls = count_layer_calls()
     out = ours(x)
     assert calls == [ours.name]
     expected = theirs(x)
@@ -61,10 +49,10 @@ def test_layer_norm_serializes_as_ours():
     assert isinstance(clone, LayerNormalization) and clone.epsilon == 1e-5 and clone.name == "n"
 
 
-def test_dropout_helper_calls_the_layer_only_when_training(monkeypatch):
+def test_dropout_helper_calls_the_layer_only_when_training(count_layer_calls):
     layer = keras.layers.Dropout(0.5, seed=0)
     x = keras.ops.ones((4, 64))
-    calls = _count_layer_calls(monkeypatch)
+    calls = count_layer_calls()
     for training in (None, False):
         assert dropout(layer, x, training) is x
     assert calls == []

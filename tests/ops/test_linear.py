@@ -105,25 +105,13 @@ def test_inference_linear_takes_onednn_on_torch_cpu_and_matches():
         np.testing.assert_allclose(tk.grad.numpy(), np.broadcast_to(x.reshape(-1, 16).sum(0)[:, None], (16, 24)), rtol=1e-4)
 
 
-def _count_layer_calls(monkeypatch):
-    calls = []
-    original = keras.layers.Layer.__call__
-
-    def counting(self, *args, **kwargs):
-        calls.append(self.name)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.layers.Layer, "__call__", counting)
-    return calls
-
-
-def test_dense_skips_keras_call_machinery_on_torch(monkeypatch):
+def test_dense_skips_keras_call_machinery_on_torch(count_layer_calls):
     """On PyTorch, once called, `Dense` goes straight to the product (Keras'
     `Layer.__call__` cost about 0.1 ms a call); the result is Keras' own."""
     ours, theirs = _pair(activation="gelu")
     x = keras.ops.convert_to_tensor(np.random.default_rng(5).normal(size=(3, 2, 4)).astype("float32"))
     first = keras.ops.convert_to_numpy(ours(x))
-    calls = _count_layer_calls(monkeypatch)
+    calls = count_layer_calls()
     again = keras.ops.convert_to_numpy(ours(x, training=False))
     assert calls == ([] if keras.backend.backend() == "torch" else [ours.name])
     np.testing.assert_array_equal(again, first)
@@ -131,7 +119,7 @@ def test_dense_skips_keras_call_machinery_on_torch(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["lora", "mixed_bfloat16", "activity_regularizer", "float64_input", "numpy_input"])
-def test_dense_keeps_keras_call_where_it_matters(monkeypatch, case):
+def test_dense_keeps_keras_call_where_it_matters(count_layer_calls, case):
     kwargs = {"dtype": "mixed_bfloat16"} if case == "mixed_bfloat16" else {}
     if case == "activity_regularizer":
         kwargs["activity_regularizer"] = "l2"
@@ -144,7 +132,7 @@ def test_dense_keeps_keras_call_where_it_matters(monkeypatch, case):
     x = np.random.default_rng(6).normal(size=(2, 4)).astype("float64" if case == "float64_input" else "float32")
     x = x if case == "numpy_input" else keras.ops.convert_to_tensor(x)
     ours(x)
-    calls = _count_layer_calls(monkeypatch)
+    calls = count_layer_calls()
     out = ours(x)
     assert calls == [ours.name]
     expected = theirs(x)
