@@ -7,9 +7,10 @@ to 10 mantissa bits, which put 5e-4 of the reference's scale into the FPN
 switches are left alone. Only the running backend's framework is touched
 (Keras imports it anyway).
 
-Also the `count_layer_calls` fixture."""
+Also the `count_layer_calls` and `keeps_keras_call` fixtures."""
 
 import keras
+import numpy as np
 import pytest
 
 _backend = keras.backend.backend()
@@ -48,3 +49,27 @@ def count_layer_calls(monkeypatch):
         return calls
 
     return start
+
+
+@pytest.fixture
+def keeps_keras_call(count_layer_calls):
+    """A check that `ours(x)`, called a second time, still goes through
+    `Layer.__call__` and equals Keras' own layer `theirs` (dtype and values,
+    within `tolerance`); returns the output."""
+
+    def check(ours, theirs, x, tolerance):
+        ours(x)
+        calls = count_layer_calls()
+        out = ours(x)
+        assert calls == [ours.name]
+        expected = theirs(x)
+        assert keras.backend.standardize_dtype(out.dtype) == keras.backend.standardize_dtype(expected.dtype)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")),
+            keras.ops.convert_to_numpy(keras.ops.cast(expected, "float32")),
+            rtol=tolerance,
+            atol=tolerance,
+        )
+        return out
+
+    return check

@@ -63,18 +63,17 @@ def _peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _cuda():
-    """Whether this process's framework runs on a CUDA GPU."""
-    backend = os.environ.get("KERAS_BACKEND", "jax")
-    if backend == "jax" and sys.modules.get("jax") is not None:
+def _gpu():
+    """The framework this process runs on a CUDA GPU ("jax" or "torch"), or None."""
+    if os.environ.get("KERAS_BACKEND", "jax") == "jax" and sys.modules.get("keras") is not None:
         import jax
 
-        return jax.default_backend() == "gpu"
+        return "jax" if jax.default_backend() == "gpu" else None
     if sys.modules.get("torch") is not None:
         import torch
 
-        return torch.cuda.is_available()
-    return False
+        return "torch" if torch.cuda.is_available() else None
+    return None
 
 
 def _set_tf32(enabled):
@@ -91,29 +90,30 @@ def _set_tf32(enabled):
 
 
 def _device_name():
-    if not _cuda():
-        return "cpu"
-    if os.environ.get("KERAS_BACKEND", "jax") == "jax" and sys.modules.get("keras") is not None:
+    gpu = _gpu()
+    if gpu == "jax":
         import jax
 
         return jax.devices()[0].device_kind
-    import torch
+    if gpu == "torch":
+        import torch
 
-    return torch.cuda.get_device_name(0)
+        return torch.cuda.get_device_name(0)
+    return "cpu"
 
 
 def _device_peak_gb():
     """Peak GPU memory of this process so far (GB), or None off a GPU."""
-    if not _cuda():
-        return None
-    backend = os.environ.get("KERAS_BACKEND", "jax")
-    if backend == "jax" and sys.modules.get("keras") is not None:
+    gpu = _gpu()
+    if gpu == "jax":
         import jax
 
         return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**30
-    import torch
+    if gpu == "torch":
+        import torch
 
-    return torch.cuda.max_memory_allocated() / 2**30
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None
 
 
 def _inputs(size, batch=1):

@@ -27,10 +27,8 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
         # call on CPU, several times the product itself for the small
         # projections of the text encoder and the DETR (`layers.direct`).
         if not args and set(kwargs) <= {"training"} and can_call_directly(self, inputs):
-            kernel = self.kernel.value
-            if inputs.dtype == kernel.dtype and inputs.dtype.is_floating_point:
-                y = torch_linear(inputs, kernel, None if self.bias is None else self.bias.value)
-                return y if self.activation is None else self.activation(y)
+            y = torch_linear(inputs, self.kernel.value, None if self.bias is None else self.bias.value)
+            return y if self.activation is None else self.activation(y)
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None):

@@ -17,9 +17,9 @@ def can_call_directly(layer, inputs):
 
     True only on PyTorch, after the layer's first call (which builds it and
     goes through Keras), for a concrete tensor without a Keras mask, no LoRA,
-    no quantization, no activity regularizer, and a dtype policy that casts
+    no quantization, no activity regularizer, a dtype policy that casts
     nothing (compute dtype = variable dtype; mixed precision keeps Keras'
-    call). The caller still checks that `inputs` has the layer's dtype.
+    call) and `inputs` of that dtype (others Keras would cast).
     """
     if keras.backend.backend() != "torch" or not getattr(layer, "_called", False):
         return False
@@ -32,6 +32,7 @@ def can_call_directly(layer, inputs):
         and getattr(layer, "quantization_mode", None) is None
         and layer.activity_regularizer is None
         and layer.compute_dtype == layer.variable_dtype
+        and keras.backend.standardize_dtype(inputs.dtype) == layer.compute_dtype
     )
 
 

@@ -14,12 +14,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
     """
 
     def __call__(self, inputs, *args, **kwargs):
-        if (
-            not args
-            and not kwargs
-            and can_call_directly(self, inputs)
-            and keras.backend.standardize_dtype(inputs.dtype) == self.compute_dtype
-        ):
+        if not args and not kwargs and can_call_directly(self, inputs):
             return self.call(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
