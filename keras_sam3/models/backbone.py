@@ -19,10 +19,12 @@ _COMPONENTS = (
 )
 
 
-# What the prompt head reads of an image: FPN levels 0-2, and the DETR
-# encoder's first self-attention over level 2 (it runs before any prompt).
-IMAGE_LEVELS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states_2")
+# What the prompt head reads of an encoded image: FPN level 2, the DETR
+# encoder's first self-attention over it, and the pixel decoder's
+# convolutions of FPN levels 0 and 1 (they run before any prompt).
+IMAGE_LEVELS = ("fpn_hidden_states_2",)
 ENCODED_TOKENS = "detr_encoder_image_tokens"
+CONVOLVED_SKIPS = ("mask_decoder_convolved_skip_0", "mask_decoder_convolved_skip_1")
 
 
 def _level2_tokens(vision):
@@ -43,12 +45,18 @@ def image_encoding(components, vision):
         vision: dict from `SAM3VisionEncoder`.
 
     Returns:
-        dict: the `IMAGE_LEVELS` of `vision` and `ENCODED_TOKENS` `(B, N, D)`,
-        what `prompt_head(..., encoded_tokens=...)` takes for any prompt.
+        dict: the `IMAGE_LEVELS` of `vision`, `ENCODED_TOKENS` `(B, N, D)` and
+        the `CONVOLVED_SKIPS` (each the shape of FPN level 0, 1): what
+        `prompt_head(..., encoded_tokens=..., convolved_skips=...)` takes for
+        any prompt.
     """
     tokens, tokens_pos = _level2_tokens(vision)
     encoding = {k: vision[k] for k in IMAGE_LEVELS}
     encoding[ENCODED_TOKENS] = components.detr_encoder.encode_image(tokens, tokens_pos)
+    skips = components.mask_decoder.convolve_skips(
+        [vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]]
+    )
+    encoding.update(zip(CONVOLVED_SKIPS, skips))
     return encoding
 
 
@@ -61,17 +69,22 @@ def prompt_head(
     box_labels,
     training=None,
     encoded_tokens=None,
+    convolved_skips=None,
 ):
     """Everything after the encoders: prompt assembly, DETR, scoring, masks.
 
     Args:
         components: object with the backbone's component attributes.
-        vision: dict from `SAM3VisionEncoder` (levels 0-2 are used).
+        vision: dict from `SAM3VisionEncoder` (levels 0-2 are used; level 2
+            alone with `convolved_skips`).
         text_features: `(B, T, D)`; text_mask: bool `(B, T)`.
         boxes: `(B, Nb, 4)` normalized cxcywh; box_labels: int `(B, Nb)`,
             1 positive, 0 negative, -10 padding.
         encoded_tokens: optional `(B, N, D)` from `image_encoding`; the DETR
             encoder then skips the step that produced them.
+        convolved_skips: optional list, the `CONVOLVED_SKIPS` of
+            `image_encoding`; the pixel decoder then reads them instead of
+            FPN levels 0 and 1.
 
     Returns:
         The backbone's output dict.
@@ -99,13 +112,18 @@ def prompt_head(
     decoded = components.detr_decoder(memory, position, prompt, prompt_mask, training=training)
     logits = components.scoring(decoded["queries"], prompt, prompt_mask, training=training)
     boxes_xyxy = box_cxcywh_to_xyxy(decoded["boxes"])
+    if convolved_skips is None:
+        skips = [vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]]
+    else:
+        skips = list(convolved_skips)
     masks = components.mask_decoder(
         decoded["queries"][:, -1],
         memory,
-        skips=[vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]],
+        skips=skips,
         prompt=prompt,
         prompt_mask=prompt_mask,
         training=training,
+        skips_convolved=convolved_skips is not None,
     )
     return {
         "pred_logits": logits[:, -1],

@@ -9,6 +9,8 @@ from keras_sam3.layers.direct import dropout
 from keras_sam3.layers.group_norm import GroupNormalization
 from keras_sam3.layers.layer_norm import LayerNormalization
 from keras_sam3.layers.mlp import StackedMLP
+from keras_sam3.ops.conv import conv2d
+from keras_sam3.ops.conv import upsampled_conv3x3
 
 
 def upsample_nearest_add(x, skip):
@@ -51,8 +53,10 @@ class SAM3MaskDecoder(keras.layers.Layer):
         queries: `(B, Q, D)` last-layer decoder queries.
         memory: `(B, H, W, D)` DETR encoder output on its grid.
         skips: list of `(B, H_i, W_i, D)` finer FPN levels, finest first
-            (levels 0 and 1).
+            (levels 0 and 1), or what `convolve_skips` made of them.
         prompt: `(B, L, D)`, prompt_mask: bool `(B, L)`.
+        skips_convolved: bool. Whether `skips` come from `convolve_skips`.
+            Defaults to `False`.
 
     Returns:
         A dict: `pred_masks` `(B, Q, H_0, W_0)` logits and `semantic_seg`
@@ -112,7 +116,46 @@ class SAM3MaskDecoder(keras.layers.Layer):
         self.prompt_cross_attn_norm.build((None, None, d))
         self.built = True
 
-    def call(self, queries, memory, skips, prompt, prompt_mask, training=None):
+    def convolve_skips(self, skips):
+        """The prompt-independent half of the pixel decoder, for images that
+        will be prompted more than once.
+
+        Each stage convolves (upsampled previous stage + skip level), and a
+        convolution is linear: conv(up + skip) = conv(skip) + conv(up)
+        without bias. This returns conv(skip), bias included, for each
+        level (same order and shapes as `skips`); `call(...,
+        skips_convolved=True)` then adds the other half, computed at the
+        coarser resolution by `keras_sam3.ops.upsampled_conv3x3` (at 1008 px
+        16 instead of 36 products per coarse pixel and channel for the
+        288 x 288 stage). Equal to the plain path up to float rounding.
+        """
+        if len(skips) != self.num_upsampling_stages:
+            raise ValueError(
+                f"Expected {self.num_upsampling_stages} skip levels, got {len(skips)}."
+            )
+        convolved = [conv(skip) for conv, skip in zip(self.conv_layers, reversed(skips))]
+        return convolved[::-1]
+
+    def _upsampled_stage(self, conv, x, convolved_skip):
+        """conv(upsample(x) + skip) from x and conv(skip)."""
+        kernel = ops.cast(conv.kernel, x.dtype)
+        skip = ops.cast(convolved_skip, x.dtype)
+        if tuple(skip.shape[1:3]) == (2 * x.shape[1], 2 * x.shape[2]):
+            return upsampled_conv3x3(x, kernel, skip)
+        # Another integer factor: convolve the upsampled map itself.
+        upsampled = upsample_nearest_add(x, ops.zeros_like(skip))
+        return conv2d(upsampled, kernel, padding="same") + skip
+
+    def call(
+        self,
+        queries,
+        memory,
+        skips,
+        prompt,
+        prompt_mask,
+        training=None,
+        skips_convolved=False,
+    ):
         if len(skips) != self.num_upsampling_stages:
             raise ValueError(
                 f"Expected {self.num_upsampling_stages} skip levels, got {len(skips)}."
@@ -130,8 +173,11 @@ class SAM3MaskDecoder(keras.layers.Layer):
         # (B, N, D) -> (B, H, W, D)
         x = ops.reshape(memory, (-1, height, width, d))
         for conv, norm, skip in zip(self.conv_layers, self.norms, reversed(skips)):
-            x = upsample_nearest_add(x, skip)
-            x = ops.relu(norm(conv(x)))
+            if skips_convolved:
+                x = self._upsampled_stage(conv, x, skip)
+            else:
+                x = conv(upsample_nearest_add(x, skip))
+            x = ops.relu(norm(x))
 
         # The 1x1 instance projection folds into the query embeddings:
         # e . (x K + b) = x (K e) + e . b, which spares a 256 -> 256

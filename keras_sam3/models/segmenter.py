@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 from keras_hub.models import Task
 
+from keras_sam3.models.backbone import CONVOLVED_SKIPS
 from keras_sam3.models.backbone import ENCODED_TOKENS
 from keras_sam3.models.backbone import IMAGE_LEVELS
 from keras_sam3.models.backbone import image_encoding
@@ -30,7 +31,8 @@ class SAM3ImageEncoding:
     """Encoded images, to prompt again without re-running the image encoder.
 
     Attributes:
-        features: dict of arrays, the FPN levels the prompt head reads.
+        features: dict of arrays: what the prompt head reads of the images
+            (`keras_sam3.models.backbone.image_encoding`).
         original_sizes: list of `(height, width)`.
     """
 
@@ -327,6 +329,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
             prompts["boxes"],
             prompts["box_labels"],
             encoded_tokens=features[ENCODED_TOKENS],
+            convolved_skips=[features[k] for k in CONVOLVED_SKIPS],
         )
         self._prompt_model = keras.Model({**features, **prompts}, outputs)
 

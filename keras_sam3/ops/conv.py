@@ -98,3 +98,64 @@ def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
             return y.permute(0, 2, 3, 1)
     y = keras.ops.conv_transpose(x, kernel, strides=strides, padding=padding)
     return y if bias is None else keras.ops.add(y, bias)
+
+
+def _phase_kernels(kernel):
+    """`(3, 3, C_in, C_out)` -> `(2, 2, C_in, 4 * C_out)`: the 2 x 2 kernels
+    of the four output phases `(a, b)` of a 3 x 3 convolution of a map
+    upsampled 2x (nearest), phase `2a + b` in the last axis.
+
+    Along one axis, even outputs `2i` read input rows `i - 1, i` with weights
+    `k0, k1 + k2`; odd outputs `2i + 1` read rows `i, i + 1` with weights
+    `k0 + k1, k2`."""
+    k = kernel
+    # Each phase as (row-pair kernel, column pair): rows first.
+    rows = (keras.ops.stack([k[0], k[1] + k[2]]), keras.ops.stack([k[0] + k[1], k[2]]))
+    phases = []
+    for r in rows:  # r: (2, 3, C_in, C_out)
+        phases.append(keras.ops.stack([r[:, 0], r[:, 1] + r[:, 2]], axis=1))
+        phases.append(keras.ops.stack([r[:, 0] + r[:, 1], r[:, 2]], axis=1))
+    return keras.ops.concatenate(phases, axis=-1)
+
+
+def upsampled_conv3x3(x, kernel, skip=None):
+    """The 3 x 3 "same" convolution (no bias) of `x` upsampled 2x (nearest),
+    computed at `x`'s resolution, plus `skip`.
+
+    Each output pixel of that convolution reads a 2 x 2 window of `x`, with
+    one of four kernels (sums of the 3 x 3 taps, by its row and column
+    parity). All four run as one 2 x 2 convolution with `4 * C_out`
+    outputs over `x` padded by one, and the phases are interleaved into the
+    `(2H, 2W)` grid: 16 products per input pixel and output channel
+    instead of the 36 of convolving the upsampled map. Equal to
+    `conv2d(upsample(x), kernel, padding="same") + skip` up to float
+    rounding (the summed taps).
+
+    Args:
+        x: tensor `(B, H, W, C_in)`.
+        kernel: tensor `(3, 3, C_in, C_out)` (Keras' layout).
+        skip: optional tensor `(B, 2H, 2W, C_out)`, added.
+
+    Returns:
+        Tensor `(B, 2H, 2W, C_out)`.
+
+    Example:
+    >>> upsampled_conv3x3(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((3, 3, 2, 5))).shape
+    (1, 8, 8, 5)
+    """
+    if tuple(kernel.shape[:2]) != (3, 3):
+        raise ValueError(f"Expected a 3 x 3 kernel, got {tuple(kernel.shape[:2])}.")
+    _, height, width, _ = x.shape
+    channels = kernel.shape[-1]
+    padded = keras.ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = conv2d(padded, _phase_kernels(kernel))  # (B, H + 1, W + 1, 4 * C_out)
+    y = keras.ops.reshape(y, (-1, height + 1, width + 1, 2, 2, channels))
+    # Phase (a, b) of output (i, j) is at padded window (i + a, j + b).
+    rows = [
+        keras.ops.stack([y[:, a : a + height, b : b + width, a, b] for b in range(2)], axis=3)
+        for a in range(2)
+    ]
+    y = keras.ops.stack(rows, axis=2)  # (B, H, 2, W, 2, C_out)
+    if skip is not None:
+        y = y + keras.ops.reshape(skip, (-1, height, 2, width, 2, channels))
+    return keras.ops.reshape(y, (-1, 2 * height, 2 * width, channels))

@@ -6,6 +6,7 @@ from keras_sam3.layers.conv import Conv2D
 from keras_sam3.layers.conv import Conv2DTranspose
 from keras_sam3.ops.conv import conv2d
 from keras_sam3.ops.conv import conv2d_transpose
+from keras_sam3.ops.conv import upsampled_conv3x3
 
 
 def _np(x):
@@ -106,3 +107,25 @@ def test_weight_files_of_keras_layers_load_into_ours(tmp_path):
     theirs.save_weights(path)
     ours.load_weights(path)
     np.testing.assert_allclose(_np(ours(x)), _np(theirs(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 4), (1, 1, 1, 3), (1, 6, 6, 8)])
+@pytest.mark.parametrize("with_skip", [True, False])
+def test_upsampled_conv3x3_equals_convolving_the_upsampled_map(shape, with_skip):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape).astype("float32")
+    kernel = rng.normal(size=(3, 3, shape[-1], 5)).astype("float32")
+    batch, height, width, _ = shape
+    skip = rng.normal(size=(batch, 2 * height, 2 * width, 5)).astype("float32") if with_skip else None
+    upsampled = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    expected = _np(keras.ops.conv(upsampled, kernel, padding="same"))
+    if with_skip:
+        expected = expected + skip
+    out = _np(upsampled_conv3x3(x, kernel, skip))
+    assert out.shape == (batch, 2 * height, 2 * width, 5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_upsampled_conv3x3_wants_a_3x3_kernel():
+    with pytest.raises(ValueError, match="3 x 3 kernel"):
+        upsampled_conv3x3(np.zeros((1, 4, 4, 2), "float32"), np.zeros((5, 5, 2, 2), "float32"))
