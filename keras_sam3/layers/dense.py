@@ -31,6 +31,21 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
             return y if self.activation is None else self.activation(y)
         return super().__call__(inputs, *args, **kwargs)
 
+    def activated(self, inputs, activation):
+        """`activation(self(inputs))` for `"relu"` or the exact `"gelu"`:
+        on PyTorch's direct path (`layers.direct`) one fused kernel
+        (`ops.linear`), so the activation costs no pass of its own over a
+        large output (the ViT's and DETR's feed-forward layers)."""
+        if self.activation is None and can_call_directly(self, inputs):
+            return torch_linear(
+                inputs,
+                self.kernel.value,
+                None if self.bias is None else self.bias.value,
+                activation,
+            )
+        y = self(inputs)
+        return keras.ops.relu(y) if activation == "relu" else keras.ops.gelu(y, approximate=False)
+
     def call(self, inputs, training=None):
         x = linear(inputs, self.kernel, self.bias)
         if self.activation is not None:

@@ -47,6 +47,8 @@ class MLP(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        if self.activation in FUSED_ACTIVATIONS:
+            return self.fc2(self.fc1.activated(x, self.activation))
         return self.fc2(self._activation_fn(self.fc1(x)))
 
     def compute_output_shape(self, input_shape):
@@ -63,6 +65,10 @@ class MLP(keras.layers.Layer):
             }
         )
         return config
+
+
+# Activations `Dense.activated` can fuse into the product on PyTorch.
+FUSED_ACTIVATIONS = ("relu", "gelu")
 
 
 def quick_gelu(x):
@@ -133,10 +139,14 @@ class StackedMLP(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        last = len(self.dense_layers) - 1
         for i, layer in enumerate(self.dense_layers):
-            if i:
-                x = self._activation_fn(x)
-            x = layer(x)
+            if i == last:
+                x = layer(x)
+            elif self.activation in FUSED_ACTIVATIONS:
+                x = layer.activated(x, self.activation)
+            else:
+                x = self._activation_fn(layer(x))
         return x
 
     def compute_output_shape(self, input_shape):

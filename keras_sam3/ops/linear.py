@@ -9,8 +9,15 @@ import keras
 _ONEDNN = os.environ.get("KERAS_SAM3_ONEDNN_LINEAR", "1") != "0"
 
 
-def _onednn_linear(tx, tk, tb):
-    """`tx @ tk + tb` by oneDNN, or `None` where that does not apply.
+# oneDNN post-ops: (attr, algorithm) of `_linear_pointwise` for our
+# activation names ("gelu" is the exact, erf one).
+_POST_OPS = {None: ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none")}
+
+
+def _onednn_linear(tx, tk, tb, activation=None):
+    """`activation(tx @ tk + tb)` by oneDNN, or `None` where that does not
+    apply. The activation (`None`, `"relu"` or the exact `"gelu"`) runs as
+    oneDNN's post-op, in the product's own pass over the output.
 
     PyTorch's CPU `linear` runs its BLAS (MKL), which on an AMD EPYC (Zen 5)
     ran at half the speed of oneDNN's inner-product on the same products
@@ -31,7 +38,8 @@ def _onednn_linear(tx, tk, tb):
     if op is None or not torch.backends.mkldnn.is_available():
         return None
     try:
-        return op(tx, tk.T, tb, "none", [], "")
+        attr, algorithm = _POST_OPS[activation]
+        return op(tx, tk.T, tb, attr, [], algorithm)
     except RuntimeError:  # a build or CPU without this kernel: BLAS from now on
         _ONEDNN = False
         return None
@@ -48,20 +56,28 @@ def torch_operands(x, kernel, bias):
     return x, kernel, bias, same and x.dtype.is_floating_point
 
 
-def torch_linear(tx, tk, tb):
+def torch_linear(tx, tk, tb, activation=None):
     """`linear` on PyTorch tensors of one floating dtype: oneDNN where
-    `_onednn_linear` applies, else one `torch.nn.functional.linear`."""
+    `_onednn_linear` applies (the activation fused), else one
+    `torch.nn.functional.linear` and the activation."""
     import torch
 
-    y = _onednn_linear(tx, tk, tb)
+    if activation not in _POST_OPS:
+        raise ValueError(f"Unknown activation {activation!r}; expected None, 'relu' or 'gelu'.")
+    y = _onednn_linear(tx, tk, tb, activation)
     if y is not None:
         return y
     # (D_in, D_out) -> (D_out, D_in): a view; addmm reads it transposed.
-    return torch.nn.functional.linear(tx, tk.T, tb)
+    y = torch.nn.functional.linear(tx, tk.T, tb)
+    if activation == "relu":
+        return torch.nn.functional.relu(y)
+    if activation == "gelu":
+        return torch.nn.functional.gelu(y)
+    return y
 
 
-def linear(x, kernel, bias=None):
-    """Affine map over the last axis: `x @ kernel + bias`.
+def linear(x, kernel, bias=None, activation=None):
+    """Affine map over the last axis: `activation(x @ kernel + bias)`.
 
     On PyTorch this is one `torch.nn.functional.linear` call (a single
     `addmm` with the bias folded in, what `nn.Linear` runs); Keras' own
@@ -70,12 +86,15 @@ def linear(x, kernel, bias=None):
     (docs/benchmarks.md). Without autograd on CPU it runs oneDNN's
     inner-product instead (`_onednn_linear`: twice BLAS' speed on an AMD EPYC
     CPU). JAX and TensorFlow fuse the add under compilation, so they keep
-    the plain expression.
+    the plain expression. oneDNN also applies `activation` in the same
+    pass (its post-op; the same values as PyTorch's `relu` and erf `gelu`).
 
     Args:
         x: tensor `(..., D_in)`.
         kernel: tensor `(D_in, D_out)` (Keras' `Dense` layout).
         bias: tensor `(D_out,)` or `None`.
+        activation: `None`, `"relu"` or `"gelu"` (exact, erf). Defaults to
+            `None`.
 
     Returns:
         Tensor `(..., D_out)`.
@@ -89,6 +108,13 @@ def linear(x, kernel, bias=None):
 
         tx, tk, tb, ready = torch_operands(x, kernel, bias)
         if ready:
-            return torch_linear(tx, tk, tb)
+            return torch_linear(tx, tk, tb, activation)
+    if activation not in _POST_OPS:
+        raise ValueError(f"Unknown activation {activation!r}; expected None, 'relu' or 'gelu'.")
     y = keras.ops.matmul(x, kernel)
-    return y if bias is None else keras.ops.add(y, bias)
+    y = y if bias is None else keras.ops.add(y, bias)
+    if activation == "relu":
+        return keras.ops.relu(y)
+    if activation == "gelu":
+        return keras.ops.gelu(y, approximate=False)
+    return y

@@ -134,3 +134,55 @@ def test_dense_keeps_keras_call_where_it_matters(keeps_keras_call, case):
     keeps_keras_call(ours, theirs, x, 2e-2 if case == "mixed_bfloat16" else 1e-5)
     if case == "activity_regularizer":
         assert len(ours.losses) == 1
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_linear_applies_the_activation(activation):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 9, 16)).astype("float32")
+    kernel = rng.normal(size=(16, 24)).astype("float32")
+    bias = rng.normal(size=(24,)).astype("float32")
+    pre = keras.ops.convert_to_tensor(x @ kernel + bias)
+    act = keras.ops.relu(pre) if activation == "relu" else keras.ops.gelu(pre, approximate=False)
+    expected = keras.ops.convert_to_numpy(act)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(linear(x, kernel, bias, activation)), expected, rtol=1e-5, atol=1e-5
+    )
+    if keras.backend.backend() == "torch":
+        import torch
+
+        from keras_sam3.ops.linear import _onednn_linear
+
+        with torch.no_grad():
+            fused = _onednn_linear(*(torch.from_numpy(a) for a in (x, kernel, bias)), activation)
+        assert fused is not None  # oneDNN's post-op
+        np.testing.assert_allclose(fused.numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown activation 'tanh'"):
+        linear(x, kernel, bias, "tanh")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_dense_activated_equals_the_activation_of_the_call(count_layer_calls, activation):
+    ours, theirs = _pair()
+    x = keras.ops.convert_to_tensor(np.random.default_rng(8).normal(size=(3, 2, 4)).astype("float32"))
+    ours(x)
+    calls = count_layer_calls()
+    out = keras.ops.convert_to_numpy(ours.activated(x, activation))
+    assert calls == ([] if keras.backend.backend() == "torch" else [ours.name])
+    y = theirs(x)
+    expected = keras.ops.relu(y) if activation == "relu" else keras.ops.gelu(y, approximate=False)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_activated_keeps_keras_call_with_lora(count_layer_calls):
+    ours, theirs = _pair()
+    for layer in (ours, theirs):
+        layer.enable_lora(2)
+        layer.lora_kernel_a.assign(np.linspace(-1, 1, 8).reshape(4, 2).astype("float32"))
+        layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.3, "float32"))
+    x = keras.ops.convert_to_tensor(np.random.default_rng(9).normal(size=(2, 4)).astype("float32"))
+    ours(x)
+    calls = count_layer_calls()
+    out = keras.ops.convert_to_numpy(ours.activated(x, "relu"))
+    assert calls == [ours.name]
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(keras.ops.relu(theirs(x))), rtol=1e-5, atol=1e-5)
