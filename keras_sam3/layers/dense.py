@@ -36,7 +36,8 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
         on PyTorch's direct path (`layers.direct`) one fused kernel
         (`ops.linear`), so the activation costs no pass of its own over a
         large output (the ViT's and DETR's feed-forward layers)."""
-        if self.activation is None and can_call_directly(self, inputs):
+        own = self.activation  # Keras stores "no activation" as `linear`
+        if own in (None, keras.activations.linear) and can_call_directly(self, inputs):
             return torch_linear(
                 inputs,
                 self.kernel.value,

@@ -162,13 +162,27 @@ def test_linear_applies_the_activation(activation):
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_dense_activated_equals_the_activation_of_the_call(count_layer_calls, activation):
+def test_dense_activated_equals_the_activation_of_the_call(count_layer_calls, monkeypatch, activation):
     ours, theirs = _pair()
     x = keras.ops.convert_to_tensor(np.random.default_rng(8).normal(size=(3, 2, 4)).astype("float32"))
     ours(x)
+    fused = []
+    if keras.backend.backend() == "torch":
+        import sys
+
+        module = sys.modules["keras_sam3.ops.linear"]  # `keras_sam3.ops.linear` is the function
+        original = module._onednn_linear
+
+        def spy(tx, tk, tb, act=None):
+            fused.append(act)
+            return original(tx, tk, tb, act)
+
+        monkeypatch.setattr(module, "_onednn_linear", spy)
     calls = count_layer_calls()
     out = keras.ops.convert_to_numpy(ours.activated(x, activation))
     assert calls == ([] if keras.backend.backend() == "torch" else [ours.name])
+    # On PyTorch the activation goes into the one product call.
+    assert fused == ([activation] if keras.backend.backend() == "torch" else [])
     y = theirs(x)
     expected = keras.ops.relu(y) if activation == "relu" else keras.ops.gelu(y, approximate=False)
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
