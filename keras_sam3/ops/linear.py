@@ -4,9 +4,35 @@ import os
 
 import keras
 
-# `KERAS_SAM3_ONEDNN_LINEAR=0` keeps PyTorch's own `linear` (its BLAS) for
-# inference on CPU too.
-_ONEDNN = os.environ.get("KERAS_SAM3_ONEDNN_LINEAR", "1") != "0"
+
+
+def _cpu_vendor():
+    """The first `vendor_id` of /proc/cpuinfo (`"GenuineIntel"`,
+    `"AuthenticAMD"`, ...), or `""` where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _use_onednn(setting, vendor):
+    """Whether inference products on CPU take oneDNN's inner-product.
+
+    `KERAS_SAM3_ONEDNN_LINEAR` = `"1"` or `"0"` decides; unset, every CPU but
+    Intel's. PyTorch's BLAS on x86 is MKL, Intel's own: on an Intel Xeon
+    (AVX-512) it ran the ViT's products 5-20% faster than oneDNN with our
+    transposed kernel view, while on an AMD EPYC (Zen 5) oneDNN ran them at
+    twice MKL's speed (docs/benchmarks.md)."""
+    if setting in ("0", "1"):
+        return setting == "1"
+    return vendor != "GenuineIntel"
+
+
+_ONEDNN = _use_onednn(os.environ.get("KERAS_SAM3_ONEDNN_LINEAR"), _cpu_vendor())
 
 
 # oneDNN post-ops: (attr, algorithm) of `_linear_pointwise` for our
@@ -21,7 +47,8 @@ def _onednn_linear(tx, tk, tb, activation=None):
 
     PyTorch's CPU `linear` runs its BLAS (MKL), which on an AMD EPYC (Zen 5)
     ran at half the speed of oneDNN's inner-product on the same products
-    (169 vs 337 GFLOP/s on 5184 x 1024 x 4096, docs/benchmarks.md).
+    (169 vs 337 GFLOP/s on 5184 x 1024 x 4096, docs/benchmarks.md); on
+    an Intel Xeon MKL is the faster one, so `_ONEDNN` leaves Intel CPUs to it.
     `torch.ops.mkldnn._linear_pointwise` (the op Inductor's CPU backend
     emits for `linear`) runs oneDNN; it has no
     backward, so only calls without autograd take it (inference: `predict`,
@@ -83,9 +110,9 @@ def linear(x, kernel, bias=None, activation=None):
     `addmm` with the bias folded in, what `nn.Linear` runs); Keras' own
     `Dense` runs a matmul and then a separate add, one more pass over the
     output, which costs 10-20% of a large projection on CPU
-    (docs/benchmarks.md). Without autograd on CPU it runs oneDNN's
-    inner-product instead (`_onednn_linear`: twice BLAS' speed on an AMD EPYC
-    CPU). JAX and TensorFlow fuse the add under compilation, so they keep
+    (docs/benchmarks.md). Without autograd, on a CPU not Intel's, it runs
+    oneDNN's inner-product instead (`_onednn_linear`: twice BLAS' speed on an
+    AMD EPYC CPU; `KERAS_SAM3_ONEDNN_LINEAR` = 1 / 0 forces the choice). JAX and TensorFlow fuse the add under compilation, so they keep
     the plain expression. oneDNN also applies `activation` in the same
     pass (its post-op; the same values as PyTorch's `relu` and erf `gelu`).
 

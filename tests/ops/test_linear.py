@@ -78,10 +78,26 @@ def test_fused_dense_lora_and_serialization():
     assert isinstance(clone, Dense) and clone.units == 3 and not clone.use_bias
 
 
-def test_inference_linear_takes_onednn_on_torch_cpu_and_matches():
+def _linear_module():
+    import sys
+
+    return sys.modules["keras_sam3.ops.linear"]  # `keras_sam3.ops.linear` is the function
+
+
+def test_onednn_is_the_default_on_cpus_other_than_intels():
+    from keras_sam3.ops.linear import _use_onednn
+
+    assert _use_onednn(None, "AuthenticAMD") and _use_onednn(None, "")
+    assert not _use_onednn(None, "GenuineIntel")
+    assert _use_onednn("1", "GenuineIntel") and not _use_onednn("0", "AuthenticAMD")
+
+
+def test_inference_linear_takes_onednn_on_torch_cpu_and_matches(monkeypatch):
     """Without autograd PyTorch runs oneDNN's inner-product (ops.linear's
-    `_onednn_linear`); with autograd, `torch.nn.functional.linear`. Both
-    equal the plain product on every backend."""
+    `_onednn_linear`) where it is switched on; with autograd,
+    `torch.nn.functional.linear`. Both equal the plain product on every
+    backend."""
+    monkeypatch.setattr(_linear_module(), "_ONEDNN", True)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 9, 16)).astype("float32")
     kernel = rng.normal(size=(16, 24)).astype("float32")
@@ -137,7 +153,9 @@ def test_dense_keeps_keras_call_where_it_matters(keeps_keras_call, case):
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_linear_applies_the_activation(activation):
+@pytest.mark.parametrize("onednn", [True, False])
+def test_linear_applies_the_activation(monkeypatch, activation, onednn):
+    monkeypatch.setattr(_linear_module(), "_ONEDNN", onednn)
     rng = np.random.default_rng(7)
     x = rng.normal(size=(2, 9, 16)).astype("float32")
     kernel = rng.normal(size=(16, 24)).astype("float32")
@@ -152,11 +170,14 @@ def test_linear_applies_the_activation(activation):
         import torch
 
         from keras_sam3.ops.linear import _onednn_linear
+        from keras_sam3.ops.linear import torch_linear
 
+        operands = [torch.from_numpy(a) for a in (x, kernel, bias)]
         with torch.no_grad():
-            fused = _onednn_linear(*(torch.from_numpy(a) for a in (x, kernel, bias)), activation)
-        assert fused is not None  # oneDNN's post-op
-        np.testing.assert_allclose(fused.numpy(), expected, rtol=1e-5, atol=1e-5)
+            fused = _onednn_linear(*operands, activation)
+            out = torch_linear(*operands, activation)
+        assert (fused is not None) == onednn  # oneDNN's post-op where switched on
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="Unknown activation 'tanh'"):
         linear(x, kernel, bias, "tanh")
 
@@ -168,9 +189,7 @@ def test_dense_activated_equals_the_activation_of_the_call(count_layer_calls, mo
     ours(x)
     fused = []
     if keras.backend.backend() == "torch":
-        import sys
-
-        module = sys.modules["keras_sam3.ops.linear"]  # `keras_sam3.ops.linear` is the function
+        module = _linear_module()
         original = module._onednn_linear
 
         def spy(tx, tk, tb, act=None):
