@@ -138,13 +138,12 @@ class SAM3MaskDecoder(keras.layers.Layer):
 
     def _upsampled_stage(self, conv, x, convolved_skip):
         """conv(upsample(x) + skip) from x and conv(skip)."""
-        kernel = ops.cast(conv.kernel, x.dtype)
         skip = ops.cast(convolved_skip, x.dtype)
         if tuple(skip.shape[1:3]) == (2 * x.shape[1], 2 * x.shape[2]):
-            return upsampled_conv3x3(x, kernel, skip)
+            return upsampled_conv3x3(x, conv.kernel, skip)
         # Another integer factor: convolve the upsampled map itself.
         upsampled = upsample_nearest_add(x, ops.zeros_like(skip))
-        return conv2d(upsampled, kernel, padding="same") + skip
+        return conv2d(upsampled, ops.cast(conv.kernel, x.dtype), padding="same") + skip
 
     def call(
         self,

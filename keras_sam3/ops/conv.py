@@ -133,8 +133,9 @@ def upsampled_conv3x3(x, kernel, skip=None):
 
     Args:
         x: tensor `(B, H, W, C_in)`.
-        kernel: tensor `(3, 3, C_in, C_out)` (Keras' layout).
-        skip: optional tensor `(B, 2H, 2W, C_out)`, added.
+        kernel: tensor `(3, 3, C_in, C_out)` (Keras' layout), any float
+            dtype.
+        skip: optional tensor `(B, 2H, 2W, C_out)` of `x`'s dtype, added.
 
     Returns:
         Tensor `(B, 2H, 2W, C_out)`.
@@ -148,7 +149,10 @@ def upsampled_conv3x3(x, kernel, skip=None):
     _, height, width, _ = x.shape
     channels = kernel.shape[-1]
     padded = keras.ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = conv2d(padded, _phase_kernels(kernel))  # (B, H + 1, W + 1, 4 * C_out)
+    # The taps are summed in the kernel's dtype (float32 variables under
+    # mixed precision), then cast to the input's.
+    phases = keras.ops.cast(_phase_kernels(kernel), x.dtype)
+    y = conv2d(padded, phases)  # (B, H + 1, W + 1, 4 * C_out)
     y = keras.ops.reshape(y, (-1, height + 1, width + 1, 2, 2, channels))
     # Phase (a, b) of output (i, j) is at padded window (i + a, j + b).
     rows = [

@@ -5,7 +5,6 @@ import os
 import keras
 
 
-
 def _cpu_vendor():
     """The first `vendor_id` of /proc/cpuinfo (`"GenuineIntel"`,
     `"AuthenticAMD"`, ...), or `""` where there is none."""

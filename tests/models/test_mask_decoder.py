@@ -41,3 +41,23 @@ def test_convolved_skips_give_the_plain_pixel_decoder(memory_side):
 def test_convolve_skips_checks_the_level_count():
     with pytest.raises(ValueError, match="Expected 2 skip levels, got 1"):
         _decoder().convolve_skips([np.zeros((1, 8, 8, 16), "float32")])
+
+
+def test_convolved_skips_in_mixed_bfloat16():
+    d = 16
+    decoder = SAM3MaskDecoder(hidden_dim=d, num_heads=2, dtype="mixed_bfloat16")
+    decoder.build()
+    rng = np.random.default_rng(2)
+    queries = rng.normal(size=(1, 5, d)).astype("float32")
+    memory = rng.normal(size=(1, 4, 4, d)).astype("float32")
+    skips = [rng.normal(size=(1, s, s, d)).astype("float32") for s in (16, 8)]
+    prompt = rng.normal(size=(1, 3, d)).astype("float32")
+    prompt_mask = np.ones((1, 3), bool)
+    plain = decoder(queries, memory, skips, prompt, prompt_mask)["pred_masks"]
+    split = decoder(
+        queries, memory, decoder.convolve_skips(skips), prompt, prompt_mask, skips_convolved=True
+    )["pred_masks"]
+    assert keras.backend.standardize_dtype(split.dtype) == "bfloat16"
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(plain, "float32"))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(split, "float32"))
+    assert np.abs(got - expected).max() < 0.05 * max(1.0, np.abs(expected).max())
