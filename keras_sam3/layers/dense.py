@@ -2,6 +2,7 @@ import keras
 
 from keras_sam3.layers.direct import can_call_directly
 from keras_sam3.layers.initializers import InPlaceInitializers
+from keras_sam3.ops.linear import activation_function
 from keras_sam3.ops.linear import linear
 from keras_sam3.ops.linear import torch_linear
 
@@ -44,8 +45,7 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
                 None if self.bias is None else self.bias.value,
                 activation,
             )
-        y = self(inputs)
-        return keras.ops.relu(y) if activation == "relu" else keras.ops.gelu(y, approximate=False)
+        return activation_function(activation)(self(inputs))
 
     def call(self, inputs, training=None):
         x = linear(inputs, self.kernel, self.bias)

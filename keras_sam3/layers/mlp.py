@@ -1,6 +1,8 @@
 import keras
 
 from keras_sam3.layers.dense import Dense
+from keras_sam3.ops.linear import FUSED_ACTIVATIONS
+from keras_sam3.ops.linear import activation_function
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -67,22 +69,16 @@ class MLP(keras.layers.Layer):
         return config
 
 
-# Activations `Dense.activated` can fuse into the product on PyTorch.
-FUSED_ACTIVATIONS = ("relu", "gelu")
-
-
 def quick_gelu(x):
     return x * keras.ops.sigmoid(1.702 * x)
 
 
 def get_activation(name):
     """Activation by its reference name; `"gelu"` is exact, never tanh."""
-    if name == "gelu":
-        return lambda x: keras.ops.gelu(x, approximate=False)
     if name == "quick_gelu":
         return quick_gelu
-    if name == "relu":
-        return keras.ops.relu
+    if name in FUSED_ACTIVATIONS:  # "relu", "gelu": what `Dense.activated` fuses
+        return activation_function(name)
     raise ValueError(
         f"Unknown activation {name!r}; expected 'gelu', 'quick_gelu' or 'relu'."
     )

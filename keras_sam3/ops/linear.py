@@ -34,9 +34,27 @@ def _use_onednn(setting, vendor):
 _ONEDNN = _use_onednn(os.environ.get("KERAS_SAM3_ONEDNN_LINEAR"), _cpu_vendor())
 
 
-# oneDNN post-ops: (attr, algorithm) of `_linear_pointwise` for our
-# activation names ("gelu" is the exact, erf one).
-_POST_OPS = {None: ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none")}
+def _exact_gelu(x):
+    return keras.ops.gelu(x, approximate=False)
+
+
+# The activations `linear` applies, by name: the function, and oneDNN's
+# post-op for it (attr, algorithm of `_linear_pointwise`; "gelu" is the
+# exact, erf one).
+_ACTIVATIONS = {
+    None: (None, "none", ""),
+    "relu": (keras.ops.relu, "relu", ""),
+    "gelu": (_exact_gelu, "gelu", "none"),
+}
+FUSED_ACTIVATIONS = ("relu", "gelu")
+
+
+def activation_function(name):
+    """The function `linear(..., activation=name)` applies after the
+    product (`None` for `None`)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; expected None, 'relu' or 'gelu'.")
+    return _ACTIVATIONS[name][0]
 
 
 def _onednn_linear(tx, tk, tb, activation=None):
@@ -64,7 +82,7 @@ def _onednn_linear(tx, tk, tb, activation=None):
     if op is None or not torch.backends.mkldnn.is_available():
         return None
     try:
-        attr, algorithm = _POST_OPS[activation]
+        _, attr, algorithm = _ACTIVATIONS[activation]
         return op(tx, tk.T, tb, attr, [], algorithm)
     except RuntimeError:  # a build or CPU without this kernel: BLAS from now on
         _ONEDNN = False
@@ -88,18 +106,13 @@ def torch_linear(tx, tk, tb, activation=None):
     `torch.nn.functional.linear` and the activation."""
     import torch
 
-    if activation not in _POST_OPS:
-        raise ValueError(f"Unknown activation {activation!r}; expected None, 'relu' or 'gelu'.")
+    function = activation_function(activation)
     y = _onednn_linear(tx, tk, tb, activation)
     if y is not None:
         return y
     # (D_in, D_out) -> (D_out, D_in): a view; addmm reads it transposed.
     y = torch.nn.functional.linear(tx, tk.T, tb)
-    if activation == "relu":
-        return torch.nn.functional.relu(y)
-    if activation == "gelu":
-        return torch.nn.functional.gelu(y)
-    return y
+    return y if function is None else function(y)
 
 
 def linear(x, kernel, bias=None, activation=None):
@@ -135,12 +148,7 @@ def linear(x, kernel, bias=None, activation=None):
         tx, tk, tb, ready = torch_operands(x, kernel, bias)
         if ready:
             return torch_linear(tx, tk, tb, activation)
-    if activation not in _POST_OPS:
-        raise ValueError(f"Unknown activation {activation!r}; expected None, 'relu' or 'gelu'.")
+    function = activation_function(activation)
     y = keras.ops.matmul(x, kernel)
     y = y if bias is None else keras.ops.add(y, bias)
-    if activation == "relu":
-        return keras.ops.relu(y)
-    if activation == "gelu":
-        return keras.ops.gelu(y, approximate=False)
-    return y
+    return y if function is None else function(y)
