@@ -149,7 +149,8 @@ class SAM3Backbone(Backbone):
 
     Inputs (a dict):
         images: `(B, S, S, 3)` float in [-1, 1].
-        token_ids: int `(B, T)`; padding_mask: `(B, T)`, 1 on real tokens.
+        token_ids: int `(B, T)`, `T` up to the text encoder's
+            `max_sequence_length`; padding_mask: `(B, T)`, 1 on real tokens.
         boxes: `(B, Nb, 4)` normalized cxcywh (`Nb` may be 0).
         box_labels: int `(B, Nb)`: 1 positive, 0 negative, -10 padding.
 
@@ -194,8 +195,9 @@ class SAM3Backbone(Backbone):
         # === Functional model ===
         inputs = {
             "images": keras.Input((image_size, image_size, 3), name="images"),
-            "token_ids": keras.Input((text_encoder.max_sequence_length,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input((text_encoder.max_sequence_length,), dtype="int32", name="padding_mask"),
+            # Any length up to the text encoder's: see `trim_prompt_padding`.
+            "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask"),
             "boxes": keras.Input((None, 4), name="boxes"),
             "box_labels": keras.Input((None,), dtype="int32", name="box_labels"),
         }

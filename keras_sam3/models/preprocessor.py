@@ -7,6 +7,7 @@ from keras_sam3.models.backbone import PAD_LABEL
 from keras_sam3.models.image_converter import SAM3ImageConverter
 
 BOX_ONLY_PROMPT = "visual"  # what the reference (and Meta) prompt when only boxes are given
+SHORT_PROMPT_LENGTH = 8  # start token, up to six words' tokens, end token
 
 
 def _per_image(value, count, name):
@@ -65,6 +66,28 @@ def pad_boxes(per_image_boxes, per_image_labels):
         boxes[i, : len(b)] = b
         labels[i, : len(l)] = l
     return boxes, labels
+
+
+def trim_prompt_padding(token_ids, padding_mask, short_length=SHORT_PROMPT_LENGTH):
+    """Token ids and padding mask cut to their first `short_length` columns
+    when every prompt's tokens lie there; otherwise returned as they are.
+
+    Trailing padding changes no output of the model: the text encoder's
+    attention is causal, so a real token never reads a later column, and
+    every later reader of the text features (the DETR encoder and decoder,
+    the scoring, the mask decoder) masks padded tokens. It only costs time:
+    the text encoder runs on every column. One short length rather than
+    each batch's own keeps compiled backends (JAX, TensorFlow) to two input
+    shapes.
+
+    Args:
+        token_ids, padding_mask: arrays `(B, T)`, padding at the end.
+        short_length: int. Defaults to `8`.
+    """
+    token_ids, padding_mask = np.asarray(token_ids), np.asarray(padding_mask)
+    if padding_mask.shape[-1] <= short_length or np.any(padding_mask[:, short_length:]):
+        return token_ids, padding_mask
+    return token_ids[:, :short_length], padding_mask[:, :short_length]
 
 
 class SAM3PromptableConceptImageSegmenterPreprocessor:

@@ -12,6 +12,7 @@ from keras_sam3.models.backbone import ENCODED_TOKENS
 from keras_sam3.models.backbone import IMAGE_LEVELS
 from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
+from keras_sam3.models.preprocessor import trim_prompt_padding
 from keras_sam3.ops.masks import post_process_instances
 
 
@@ -168,9 +169,16 @@ class SAM3PromptableConceptImageSegmenter(Task):
         unknown = set(x) - {"images", "prompts", "boxes", "box_labels"}
         if unknown:
             raise ValueError(f"Unknown input keys {sorted(unknown)}.")
-        return self._require_preprocessor()(
-            x["images"], x.get("prompts"), x.get("boxes"), x.get("box_labels")
+        return self._preprocess(x["images"], x.get("prompts"), x.get("boxes"), x.get("box_labels"))
+
+    def _preprocess(self, images, prompts, boxes, box_labels):
+        """The preprocessor's inputs, prompts cut short when they fit
+        (`trim_prompt_padding`: the same outputs, a shorter text encoder run)."""
+        inputs, sizes = self._require_preprocessor()(images, prompts, boxes, box_labels)
+        inputs["token_ids"], inputs["padding_mask"] = trim_prompt_padding(
+            inputs["token_ids"], inputs["padding_mask"]
         )
+        return inputs, sizes
 
     def preprocess_samples(self, x, y=None, sample_weight=None):
         # Preprocessing runs on the host before Keras sees the data (see
@@ -296,7 +304,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
             pixel xyxy, `masks` bool `(K, H, W)`, `indices` `(K,)` query
             indices and `semantic_mask` bool `(H, W)`.
         """
-        inputs, sizes = self._require_preprocessor()(images, prompts, boxes, box_labels)
+        inputs, sizes = self._preprocess(images, prompts, boxes, box_labels)
         outputs = self.backbone.predict_on_batch(inputs)
         return post_process_instances(outputs, sizes, threshold, mask_threshold)
 
@@ -368,7 +376,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         features, sizes = encoding.select(image_index, count)
         if prompts is None:
             prompts = ["visual"] * count
-        token_ids, padding_mask = preprocessor.encode_prompts(prompts)
+        token_ids, padding_mask = trim_prompt_padding(*preprocessor.encode_prompts(prompts))
         box_array, label_array = preprocessor.encode_boxes(boxes, box_labels, sizes)
         outputs = self._prompt_model.predict_on_batch(
             {

@@ -198,8 +198,8 @@ class SAM3TextEncoder(keras.layers.Layer):
         x = x + ops.expand_dims(self.position_embedding(positions), 0)
 
         # (T, T) causal, and (B, 1, 1, T) padded keys -> (B, 1, T, T).
-        attention_mask = ops.expand_dims(ops.tril(ops.ones((length, length), "bool")), 0)
-        attention_mask = ops.expand_dims(attention_mask, 0)
+        causal = ops.greater_equal(positions[:, None], positions[None, :])
+        attention_mask = causal[None, None]
         if padding_mask is None:
             text_mask = ops.ones(ops.shape(token_ids), "bool")
         else:
@@ -214,6 +214,16 @@ class SAM3TextEncoder(keras.layers.Layer):
             "text_features": self.text_projection(x),
             "text_mask": text_mask,
             "last_hidden_state": x,
+        }
+
+    def compute_output_spec(self, token_ids, padding_mask=None):
+        # Inputs of unknown length (the backbone's) are not traced with a
+        # stand-in length, which could exceed `max_sequence_length`.
+        shape = tuple(token_ids.shape)
+        return {
+            "text_features": keras.KerasTensor(shape + (self.output_dim,), self.compute_dtype),
+            "text_mask": keras.KerasTensor(shape, "bool"),
+            "last_hidden_state": keras.KerasTensor(shape + (self.hidden_dim,), self.compute_dtype),
         }
 
     def get_config(self):

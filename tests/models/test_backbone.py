@@ -48,6 +48,34 @@ def test_padding_boxes_change_nothing():
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
 
 
+def test_trailing_text_padding_changes_nothing():
+    # The text encoder is causal and every reader of its features masks
+    # padded tokens: cutting the padding (`trim_prompt_padding`), whatever
+    # ids it held, leaves every output as it was.
+    model = tiny_backbone()
+    inputs = tiny_inputs(batch=2, num_boxes=1)  # 7 real tokens of 32
+    inputs["padding_mask"][1, 4:] = 0  # rows of different lengths
+    short = dict(inputs, token_ids=inputs["token_ids"][:, :8], padding_mask=inputs["padding_mask"][:, :8])
+    a, b = model.predict_on_batch(inputs), model.predict_on_batch(short)
+    for name in EXPECTED_SHAPES:
+        scale = max(1.0, float(np.abs(a[name]).max()))
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5 * scale, err_msg=name)
+    # And the padding is read nowhere else: other ids there change nothing.
+    other = dict(inputs, token_ids=np.where(inputs["padding_mask"] == 1, inputs["token_ids"], 3))
+    c = model.predict_on_batch(other)
+    np.testing.assert_allclose(c["pred_masks"], a["pred_masks"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(c["pred_logits"], a["pred_logits"], rtol=0, atol=1e-5)
+
+
+def test_too_many_text_tokens_is_an_error():
+    model = tiny_backbone()
+    inputs = tiny_inputs(batch=1, num_boxes=0)
+    inputs["token_ids"] = np.concatenate([inputs["token_ids"], inputs["token_ids"][:, :1]], 1)
+    inputs["padding_mask"] = np.concatenate([inputs["padding_mask"], inputs["padding_mask"][:, :1]], 1)
+    with pytest.raises(ValueError, match="33 tokens"):
+        model.predict_on_batch(inputs)
+
+
 def test_config_round_trip_and_weights(tmp_path):
     model = tiny_backbone(cls_without_boxes=False)
     inputs = tiny_inputs()

@@ -5,6 +5,7 @@ from PIL import Image
 from keras_sam3.models.image_converter import SAM3ImageConverter
 from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
 from keras_sam3.models.preprocessor import normalize_boxes
+from keras_sam3.models.preprocessor import trim_prompt_padding
 from tests.models.tiny import toy_tokenizer
 
 
@@ -129,3 +130,18 @@ def test_batch_size_mismatch_is_named():
     pre = _preprocessor()
     with pytest.raises(ValueError, match="2 images but 3 prompts"):
         pre([np.zeros((8, 8, 3), "uint8")] * 2, prompts=["a", "b", "c"])
+
+
+def test_trim_prompt_padding_cuts_only_columns_that_are_padding_everywhere():
+    ids = np.arange(2 * 32).reshape(2, 32).astype("int32")
+    mask = np.zeros((2, 32), "int32")
+    mask[0, :3], mask[1, :8] = 1, 1
+    short_ids, short_mask = trim_prompt_padding(ids, mask)
+    np.testing.assert_array_equal(short_ids, ids[:, :8])
+    np.testing.assert_array_equal(short_mask, mask[:, :8])
+    mask[1, 8] = 1  # one prompt needs a ninth column: nothing is cut
+    long_ids, long_mask = trim_prompt_padding(ids, mask)
+    np.testing.assert_array_equal(long_ids, ids)
+    np.testing.assert_array_equal(long_mask, mask)
+    # A tokenizer of 8 columns or fewer is left as it is.
+    assert trim_prompt_padding(ids[:, :6], mask[:, :6])[0].shape == (2, 6)

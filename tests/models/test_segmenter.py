@@ -60,6 +60,21 @@ def test_one_encoding_many_prompts_equals_one_prompt_at_a_time(segmenter):
         assert np.mean(result["masks"] != alone["masks"]) < 1e-3
 
 
+def test_short_prompts_reach_the_model_without_trailing_padding(segmenter, monkeypatch):
+    # The toy tokenizer spells bytes: "dog" is 5 tokens (8 columns reach
+    # the model), "the large blue square" 23 (all 32).
+    encoding = segmenter.encode(_images()[0])  # builds the prompt model
+    seen = []
+    for model in (segmenter._prompt_model, segmenter.backbone):
+        call = model.predict_on_batch
+        spy = lambda x, call=call: seen.append(x["token_ids"].shape) or call(x)  # noqa: E731
+        monkeypatch.setattr(model, "predict_on_batch", spy)
+    segmenter.segment_encoded(encoding, ["dog", "cat"])
+    segmenter.segment_encoded(encoding, ["dog", "the large blue square"])
+    segmenter.segment(_images()[0], prompts="dog")
+    assert seen == [(2, 8), (2, 32), (1, 8)]
+
+
 def test_encoding_carries_the_detr_encoders_first_self_attention(segmenter):
     # It reads no prompt, so encode() runs it once per image; the prompt
     # model starts the DETR encoder from it instead of recomputing it.
