@@ -75,6 +75,12 @@ def test_short_prompts_reach_the_model_without_trailing_padding(segmenter, monke
     assert seen == [(2, 8), (2, 32), (1, 8)]
 
 
+def test_split_models_have_every_layer_built(segmenter):
+    segmenter.encode(_images()[0])
+    for model in (segmenter._image_model, segmenter._prompt_model, segmenter._inference()):
+        assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
+
+
 def test_encoding_carries_the_detr_encoders_first_self_attention(segmenter):
     # It reads no prompt, so encode() runs it once per image; the prompt
     # model starts the DETR encoder from it instead of recomputing it.
