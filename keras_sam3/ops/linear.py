@@ -46,7 +46,7 @@ _ACTIVATIONS = {
     "relu": (keras.ops.relu, "relu", ""),
     "gelu": (_exact_gelu, "gelu", "none"),
 }
-FUSED_ACTIVATIONS = ("relu", "gelu")
+FUSED_ACTIVATIONS = tuple(name for name in _ACTIVATIONS if name is not None)  # "relu", "gelu"
 
 
 def activation_function(name):
