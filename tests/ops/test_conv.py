@@ -51,6 +51,31 @@ def test_conv2d_transpose_equals_keras(kernel_size, strides):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel_size", [(2, 2), (4, 4), (1, 3), (3, 2)])
+def test_conv2d_transpose_with_kernel_equal_to_stride_equals_keras(kernel_size):
+    """The blockwise path (one matrix product) of JAX and TensorFlow, and
+    PyTorch's native one, for non-square kernels too."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 5, 4)).astype("float32")
+    kernel = rng.normal(size=kernel_size + (3, 4)).astype("float32")
+    bias = rng.normal(size=(3,)).astype("float32")
+    expected = _np(keras.ops.conv_transpose(x, kernel, strides=kernel_size, padding="valid")) + bias
+    out = _np(conv2d_transpose(x, kernel, bias, strides=kernel_size))
+    assert out.shape == (2, 3 * kernel_size[0], 5 * kernel_size[1], 3)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_transpose_layer_with_unknown_spatial_size():
+    layer = Conv2DTranspose(3, 2, strides=2)
+    model = keras.Sequential([keras.Input((None, None, 4)), layer])
+    for height, width in ((3, 5), (4, 2)):
+        x = np.random.default_rng(height).normal(size=(2, height, width, 4)).astype("float32")
+        expected = _np(keras.ops.conv_transpose(x, layer.kernel, strides=2, padding="valid")) + _np(layer.bias)
+        out = model.predict(x, verbose=0)
+        assert out.shape == (2, 2 * height, 2 * width, 3)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "ours_cls, theirs_cls, kwargs",
     [
