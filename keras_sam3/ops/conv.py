@@ -72,9 +72,9 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
 def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
     """`keras.ops.conv_transpose` (channels last) plus `bias`; fused on
     PyTorch as `conv2d` is, for "valid" padding with the kernel no larger
-    than the stride (the FPN's 2 x 2 / 2 upsampling). On the other
-    backends a "valid" kernel equal to its stride runs as one matrix
-    product (`_blockwise_conv_transpose`).
+    than the stride (the FPN's 2 x 2 / 2 upsampling). On JAX a "valid"
+    kernel equal to its stride runs as one matrix product
+    (`_blockwise_conv_transpose`).
 
     Args:
         x: tensor `(B, H, W, C_in)`.
@@ -98,7 +98,7 @@ def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
             # (kh, kw, C_out, C_in) -> (C_in, C_out, kh, kw): a view.
             y = torch.nn.functional.conv_transpose2d(tx.permute(0, 3, 1, 2), tk.permute(3, 2, 0, 1), tb, stride=strides)
             return y.permute(0, 2, 3, 1)
-    if padding == "valid" and tuple(kernel.shape[:2]) == _pairs(strides):
+    if keras.backend.backend() == "jax" and padding == "valid" and tuple(kernel.shape[:2]) == _pairs(strides):
         return _blockwise_conv_transpose(x, kernel, bias)
     y = keras.ops.conv_transpose(x, kernel, strides=strides, padding=padding)
     return y if bias is None else keras.ops.add(y, bias)
@@ -109,8 +109,9 @@ def _blockwise_conv_transpose(x, kernel, bias):
     matrix product: each input pixel writes its own `kh x kw` output block.
 
     XLA on CPU computes the kernel gradient of `conv_transpose` as a dilated
-    convolution, several times slower than the product's gradient (the
-    embedded model's training step, docs/training.md).
+    convolution: 30-80x slower than the product's gradient at the FPN's
+    sizes (docs/training.md). TensorFlow's own gradient has no such cost,
+    and its forward `conv_transpose` is a little faster.
     """
     kh, kw, channels, _ = kernel.shape
     shape = keras.ops.shape(x)

@@ -53,8 +53,8 @@ def test_conv2d_transpose_equals_keras(kernel_size, strides):
 
 @pytest.mark.parametrize("kernel_size", [(2, 2), (4, 4), (1, 3), (3, 2)])
 def test_conv2d_transpose_with_kernel_equal_to_stride_equals_keras(kernel_size):
-    """The blockwise path (one matrix product) of JAX and TensorFlow, and
-    PyTorch's native one, for non-square kernels too."""
+    """JAX's blockwise path (one matrix product) and the native ones of
+    TensorFlow and PyTorch, for non-square kernels too."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 3, 5, 4)).astype("float32")
     kernel = rng.normal(size=kernel_size + (3, 4)).astype("float32")
