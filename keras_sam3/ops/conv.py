@@ -113,13 +113,13 @@ def _blockwise_conv_transpose(x, kernel, bias):
     sizes (docs/training.md). TensorFlow's own gradient has no such cost,
     and its forward `conv_transpose` is a little faster.
     """
-    kh, kw, channels, _ = kernel.shape
+    kh, kw, channels, in_channels = kernel.shape
     shape = keras.ops.shape(x)
     height, width = shape[1], shape[2]
     # (kh, kw, C_out, C_in) -> (C_in, kh * kw * C_out)
-    k = keras.ops.reshape(keras.ops.transpose(kernel, (3, 0, 1, 2)), (kernel.shape[3], kh * kw * channels))
+    k = keras.ops.reshape(keras.ops.transpose(kernel, (3, 0, 1, 2)), (in_channels, kh * kw * channels))
     y = keras.ops.matmul(x, k)  # (B, H, W, kh * kw * C_out)
-    y = keras.ops.reshape(y, (-1, height, width, kh, kw, channels))
+    y = keras.ops.reshape(y, (-1, height, width, kh, kw, channels))  # (B, H, W, kh, kw, C_out)
     y = keras.ops.transpose(y, (0, 1, 3, 2, 4, 5))  # (B, H, kh, W, kw, C_out)
     y = keras.ops.reshape(y, (-1, height * kh, width * kw, channels))
     return y if bias is None else keras.ops.add(y, bias)
