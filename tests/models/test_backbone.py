@@ -5,6 +5,7 @@ import pytest
 from keras_sam3 import SAM3Backbone
 from tests.models.tiny import tiny_backbone
 from tests.models.tiny import tiny_inputs
+from tests.models.tiny import unbuilt_layers
 
 EXPECTED_SHAPES = {
     "pred_logits": (2, 5),
@@ -53,7 +54,7 @@ def test_every_layer_is_built_once_constructed():
     # eagerly once before compiling it: slower, and at 336 px it left
     # 0.86 GB resident (the weightless position encoding was the one).
     model = tiny_backbone()
-    assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
+    assert unbuilt_layers(model) == []
 
 
 def test_trailing_text_padding_changes_nothing():

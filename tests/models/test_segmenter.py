@@ -4,6 +4,7 @@ import pytest
 from keras_sam3.models.backbone import ENCODED_TOKENS
 from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
 from tests.models.tiny import tiny_segmenter
+from tests.models.tiny import unbuilt_layers
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_short_prompts_reach_the_model_without_trailing_padding(segmenter, monke
 def test_split_models_have_every_layer_built(segmenter):
     segmenter.encode(_images()[0])
     for model in (segmenter._image_model, segmenter._prompt_model, segmenter._inference()):
-        assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
+        assert unbuilt_layers(model) == []
 
 
 def test_encoding_carries_the_detr_encoders_first_self_attention(segmenter):

@@ -14,6 +14,11 @@ from keras_sam3 import SAM3VisionEncoder
 IMAGE_SIZE = 112
 
 
+def unbuilt_layers(model):
+    """Names of the layers of `model` (itself included) not built yet."""
+    return [layer.name for layer in model._flatten_layers() if not layer.built]
+
+
 def tiny_backbone(dtype=None, cls_without_boxes=True, vocabulary_size=100):
     d = 16
     small = dict(hidden_dim=d, num_heads=2, intermediate_dim=32)

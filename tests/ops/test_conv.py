@@ -40,28 +40,29 @@ def test_conv2d_equals_keras_conv(kernel_size, strides, padding, dilation, group
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel_size, strides", [(2, 2), (3, 1), (3, 2)])
+@pytest.mark.parametrize(
+    "kernel_size, strides",
+    [
+        (2, 2),
+        (3, 1),
+        (3, 2),
+        # A kernel equal to its stride: JAX's blockwise path (one matrix
+        # product), non-square too.
+        (4, 4),
+        ((1, 3), (1, 3)),
+        ((3, 2), (3, 2)),
+    ],
+)
 def test_conv2d_transpose_equals_keras(kernel_size, strides):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
-    kernel = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype("float32")
+    kh, kw = kernel_size if isinstance(kernel_size, tuple) else (kernel_size, kernel_size)
+    sh, sw = strides if isinstance(strides, tuple) else (strides, strides)
+    kernel = rng.normal(size=(kh, kw, 3, 4)).astype("float32")
     bias = rng.normal(size=(3,)).astype("float32")
     expected = _np(keras.ops.conv_transpose(x, kernel, strides=strides, padding="valid")) + bias
     out = _np(conv2d_transpose(x, kernel, bias, strides=strides))
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("kernel_size", [(2, 2), (4, 4), (1, 3), (3, 2)])
-def test_conv2d_transpose_with_kernel_equal_to_stride_equals_keras(kernel_size):
-    """JAX's blockwise path (one matrix product) and the native ones of
-    TensorFlow and PyTorch, for non-square kernels too."""
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(2, 3, 5, 4)).astype("float32")
-    kernel = rng.normal(size=kernel_size + (3, 4)).astype("float32")
-    bias = rng.normal(size=(3,)).astype("float32")
-    expected = _np(keras.ops.conv_transpose(x, kernel, strides=kernel_size, padding="valid")) + bias
-    out = _np(conv2d_transpose(x, kernel, bias, strides=kernel_size))
-    assert out.shape == (2, 3 * kernel_size[0], 5 * kernel_size[1], 3)
+    assert out.shape == (2, 4 * sh + kh, 5 * sw + kw, 3)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
