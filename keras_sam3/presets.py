@@ -77,7 +77,4 @@ def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True,
         return backbone, tokenizer
     directory = resolve_checkpoint(preset)
     backbone, _ = convert_backbone(directory, image_size, cls_without_boxes, dtype)
-    tokenizer = None
-    if os.path.exists(os.path.join(directory, "vocab.json")):
-        tokenizer = SAM3Tokenizer.from_directory(directory)
-    return backbone, tokenizer
+    return backbone, SAM3Tokenizer.find_in_directory(directory)

@@ -2,7 +2,9 @@
 path (keras-hub's `get_file`, `huggingface_hub`, `kagglehub`) served from
 local stand-ins: nothing is downloaded."""
 
+import fnmatch
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -100,7 +102,7 @@ def test_hf_checkpoint_directory_is_converted_on_the_fly(hf_checkpoint):
     assert segmenter.segment(image, prompts="a", threshold=0.0)[0]["masks"].shape == (6, 30, 30)
 
 
-def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_checkpoint):
+def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_checkpoint, tmp_path):
     huggingface_hub = pytest.importorskip("huggingface_hub")
     from huggingface_hub.errors import EntryNotFoundError
     from keras_hub.src.utils import preset_utils
@@ -109,16 +111,24 @@ def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_ch
         raise EntryNotFoundError(f"{filename} not in {repo_id}")
 
     snapshots = []
+    download = str(tmp_path / "snapshot")
 
     def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        # Only the files the patterns let through, as the hub client filters.
         snapshots.append(repo_id)
-        return hf_checkpoint
+        os.makedirs(download)
+        for name in os.listdir(hf_checkpoint):
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                shutil.copy(os.path.join(hf_checkpoint, name), download)
+        return download
 
     monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", no_keras_files)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     segmenter = SAM3PromptableConceptImageSegmenter.from_preset("hf://facebook/sam3")
     assert snapshots == ["facebook/sam3"]
+    assert sorted(os.listdir(download)) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
     assert segmenter.backbone.image_size == 112
+    _same_results(segmenter, SAM3PromptableConceptImageSegmenter.from_preset(hf_checkpoint))
 
 
 def test_registered_name_resolves_to_its_source(monkeypatch, hf_checkpoint):

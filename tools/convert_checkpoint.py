@@ -61,14 +61,15 @@ def main(argv=None):
             step(f"  {name}: max|diff| {error:.2e} (bound {bound:.2e})")
     step(f"saving the preset to {args.output}")
     backbone.save_to_preset(args.output)
-    if os.path.exists(os.path.join(directory, "vocab.json")):
-        from keras_sam3.models.tokenizer import SAM3Tokenizer
-        from keras_sam3.presets import TOKENIZER_ASSETS
+    from keras_sam3.models.tokenizer import SAM3Tokenizer
+    from keras_sam3.presets import TOKENIZER_ASSETS
 
-        SAM3Tokenizer.from_directory(directory).save_assets(os.path.join(args.output, TOKENIZER_ASSETS))
+    tokenizer = SAM3Tokenizer.find_in_directory(directory)
+    if tokenizer is not None:
+        tokenizer.save_assets(os.path.join(args.output, TOKENIZER_ASSETS))
         step("saved the tokenizer's vocabulary with it")
     else:
-        step("no vocab.json / merges.txt in the checkpoint: the preset has no tokenizer")
+        step("no vocab.json / merges.txt / tokenizer.json in the checkpoint: the preset has no tokenizer")
     print(report.summary())
     print(f"parameters: {backbone.count_params():,}")
     return 0

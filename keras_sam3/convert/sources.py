@@ -3,6 +3,9 @@
 import os
 
 HF_SCHEME = "hf://"
+# Configs, tokenizer files (vocab.json / tokenizer.json and merges.txt) and
+# safetensors weights.
+ALLOW_PATTERNS = ("*.json", "*.safetensors", "merges.txt")
 
 
 def resolve_checkpoint(source, revision=None):
@@ -10,8 +13,8 @@ def resolve_checkpoint(source, revision=None):
 
     Args:
         source: a local directory, or `hf://owner/name` (downloaded with
-            `huggingface_hub`; only `*.json` and `*.safetensors` files, never
-            pickled weights).
+            `huggingface_hub`; only the JSON files, the `*.safetensors`
+            weights and the tokenizer's `merges.txt`, never pickled weights).
         revision: optional branch, tag or commit for `hf://` sources.
     """
     if source.startswith(HF_SCHEME):
@@ -23,7 +26,7 @@ def resolve_checkpoint(source, revision=None):
             ) from e
         repo_id = source[len(HF_SCHEME) :].strip("/")
         return huggingface_hub.snapshot_download(
-            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors"]
+            repo_id, revision=revision, allow_patterns=list(ALLOW_PATTERNS)
         )
     if not os.path.isdir(source):
         raise FileNotFoundError(f"{source!r} is neither a directory nor an hf:// id.")

@@ -29,6 +29,7 @@ _PATTERN = regex.compile(
 )
 VOCABULARY_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
+FAST_TOKENIZER_FILE = "tokenizer.json"  # Hugging Face `tokenizers`' one-file form
 
 
 @functools.lru_cache()
@@ -105,12 +106,46 @@ class SAM3Tokenizer:
 
     @classmethod
     def from_directory(cls, directory, sequence_length=32):
-        """From `vocab.json` and `merges.txt` (a Hugging Face checkpoint or a preset)."""
-        return cls(
-            os.path.join(directory, VOCABULARY_FILE),
-            os.path.join(directory, MERGES_FILE),
-            sequence_length,
-        )
+        """From `vocab.json` and `merges.txt`, or else from `tokenizer.json`
+        (a Hugging Face checkpoint or a preset).
+
+        Raises:
+            FileNotFoundError: the directory holds neither, or only one of
+                `vocab.json` and `merges.txt` without a `tokenizer.json`.
+        """
+        tokenizer = cls.find_in_directory(directory, sequence_length)
+        if tokenizer is None:
+            raise FileNotFoundError(
+                f"No tokenizer in {directory!r}: it has neither {VOCABULARY_FILE} and "
+                f"{MERGES_FILE} nor {FAST_TOKENIZER_FILE}."
+            )
+        return tokenizer
+
+    @classmethod
+    def find_in_directory(cls, directory, sequence_length=32):
+        """The tokenizer a checkpoint directory ships, or `None` if it ships
+        none (a weights-only checkpoint). See `from_directory`."""
+        vocabulary = os.path.join(directory, VOCABULARY_FILE)
+        merges = os.path.join(directory, MERGES_FILE)
+        if os.path.exists(vocabulary) and os.path.exists(merges):
+            return cls(vocabulary, merges, sequence_length)
+        fast = os.path.join(directory, FAST_TOKENIZER_FILE)
+        if os.path.exists(fast):
+            with open(fast, encoding="utf-8") as f:
+                model = json.load(f).get("model", {})
+            if model.get("type") != "BPE" or "vocab" not in model or "merges" not in model:
+                raise ValueError(f"{fast} does not hold a BPE tokenizer (model type {model.get('type')!r}).")
+            # `tokenizers` writes merges as "a b" strings (older) or [a, b] pairs.
+            pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
+            return cls(model["vocab"], pairs, sequence_length)
+        present = [n for n in (VOCABULARY_FILE, MERGES_FILE) if os.path.exists(os.path.join(directory, n))]
+        if present:
+            missing = MERGES_FILE if present == [VOCABULARY_FILE] else VOCABULARY_FILE
+            raise FileNotFoundError(
+                f"{directory!r} has {present[0]} but no {missing} (and no {FAST_TOKENIZER_FILE}): "
+                "the tokenizer needs both; the download may be incomplete."
+            )
+        return None
 
     def save_assets(self, directory):
         os.makedirs(directory, exist_ok=True)

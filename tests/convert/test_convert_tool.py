@@ -82,7 +82,7 @@ def test_hf_sources_go_through_the_hub_download(monkeypatch, video_checkpoint):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     assert sources.resolve_checkpoint("hf://facebook/sam3", revision="main") == video_checkpoint
-    assert calls == [("facebook/sam3", "main", ("*.json", "*.safetensors"))]
+    assert calls == [("facebook/sam3", "main", ("*.json", "*.safetensors", "merges.txt"))]
 
 
 def test_missing_source_is_a_clear_error(tmp_path):

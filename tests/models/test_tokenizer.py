@@ -115,3 +115,29 @@ def test_non_string_prompt_is_an_error(tokenizers):
     ours, _ = tokenizers
     with pytest.raises(TypeError, match="must be strings"):
         ours([3])
+
+
+def test_a_checkpoint_with_only_tokenizer_json(tokenizers, tmp_path):
+    """Hugging Face repositories may ship `tokenizers`' one-file form alone."""
+    ours, reference = tokenizers
+    reference.save_pretrained(str(tmp_path))
+    for name in ("vocab.json", "merges.txt"):
+        if (tmp_path / name).exists():
+            os.remove(tmp_path / name)
+    assert (tmp_path / "tokenizer.json").exists()
+    loaded = SAM3Tokenizer.from_directory(str(tmp_path))
+    phrases = _phrases()[:200]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the long phrases' truncation warning, twice
+        np.testing.assert_array_equal(loaded(phrases)[0], ours(phrases)[0])
+
+
+def test_a_half_downloaded_tokenizer_is_named(tokenizers, tmp_path):
+    ours, _ = tokenizers
+    assert SAM3Tokenizer.find_in_directory(str(tmp_path)) is None
+    with pytest.raises(FileNotFoundError, match="No tokenizer"):
+        SAM3Tokenizer.from_directory(str(tmp_path))
+    ours.save_assets(str(tmp_path))
+    os.remove(tmp_path / "merges.txt")
+    with pytest.raises(FileNotFoundError, match="has vocab.json but no merges.txt"):
+        SAM3Tokenizer.find_in_directory(str(tmp_path))
