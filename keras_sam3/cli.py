@@ -9,7 +9,10 @@ Each image is encoded once and every prompt runs against that encoding.
 Clicks (`--point`, with an optional single `--box`) segment one object with
 the SAM 3 tracker and need a Hugging Face checkpoint (directory or hf://).
 Writes, per image, `<name>_overlay.png` (masks, boxes, prompt and score)
-and `<name>_instances.json`. The backend follows `KERAS_BACKEND`. On Linux
+and `<name>_instances.json` (images of the same file name from different
+folders get `<name>-2`, `<name>-3`, ...). Images are read upright (their
+EXIF orientation applied) and transparency is composited onto white, as
+the reference processor does; boxes, points and results are in that frame. The backend follows `KERAS_BACKEND`. On Linux
 the process keeps large freed blocks for reuse (`tune_cpu_allocator`;
 `--default-allocator` leaves malloc alone).
 """
@@ -23,6 +26,7 @@ import time
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+from PIL import ImageOps
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -48,9 +52,34 @@ def parse_point(text):
     return values, int(label) if label else 1
 
 
+def load_image(path):
+    """An image file as an upright RGB PIL image: EXIF orientation applied,
+    transparency composited onto white (`to_rgb_uint8`)."""
+    from keras_sam3.models.image_converter import to_rgb_uint8
+
+    with Image.open(path) as image:
+        return Image.fromarray(to_rgb_uint8(ImageOps.exif_transpose(image)))
+
+
+def output_stems(paths):
+    """One output name per image path: its file name without the extension,
+    with `-2`, `-3`, ... added where names repeat (so no result overwrites
+    another)."""
+    used, stems = set(), []
+    for path in paths:
+        base = os.path.splitext(os.path.basename(path))[0]
+        stem, n = base, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}-{n}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
 def segment_clicks(tracker, path, points, labels, box, log):
     """The tracker's best mask for the clicks (and box) on one image."""
-    image = Image.open(path).convert("RGB")
+    image = load_image(path)
     log(f"{path}: {image.width}x{image.height}, encoding")
     encoding = tracker.encode(np.asarray(image))
     result = tracker.segment_encoded(encoding, points=points or None, labels=labels or None, box=box)
@@ -87,7 +116,7 @@ def draw_overlay(image, instances):
 
 
 def segment_image(segmenter, path, prompts, boxes, labels, threshold, log):
-    image = Image.open(path).convert("RGB")
+    image = load_image(path)
     log(f"{path}: {image.width}x{image.height}, encoding")
     encoding = segmenter.encode(np.asarray(image))
     if prompts:
@@ -154,7 +183,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     boxes = [b for b, _ in args.box]
     labels = [l for _, l in args.box]
-    for path in args.images:
+    for path, stem in zip(args.images, output_stems(args.images)):
         if args.point:
             image, instances = segment_clicks(
                 segmenter, path, [p for p, _ in args.point], [l for _, l in args.point],
@@ -162,7 +191,6 @@ def main(argv=None):
             )
         else:
             image, instances = segment_image(segmenter, path, args.prompt, boxes, labels, args.threshold, log)
-        stem = os.path.splitext(os.path.basename(path))[0]
         overlay_path = os.path.join(args.output_dir, f"{stem}_overlay.png")
         draw_overlay(image, instances).save(overlay_path)
         record = {

@@ -8,6 +8,7 @@ Hugging Face checkpoint) and the model's parameter count.
 import glob
 import json
 import os
+import warnings
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")
 TOKENIZER_ASSETS = "assets/tokenizer"
@@ -27,11 +28,18 @@ def resolve_preset_name(preset):
     """A registered name's source; anything else unchanged.
 
     A source that is a relative path names a preset shipped in `presets/`
-    (the embedded models).
+    (the embedded models). A registered name wins over a local directory of
+    the same name, with a warning; `./name` is the directory.
     """
     presets = list_presets()
     if preset not in presets:
         return preset
+    if os.path.isdir(preset):
+        warnings.warn(
+            f"{preset!r} is a registered preset and also a directory here; loading the "
+            f"registered one (as keras-hub does). Pass {os.path.join('.', preset)!r} for the directory.",
+            stacklevel=3,
+        )
     source = presets[preset]["source"]
     if "://" not in source and not os.path.isabs(source):
         source = os.path.join(PRESETS_DIR, source)

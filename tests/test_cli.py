@@ -71,6 +71,34 @@ def test_segment_command_writes_overlay_and_json(tmp_path):
     assert json.loads((plain / "shapes_instances.json").read_text()) == record
 
 
+def test_same_file_names_keep_their_own_results_and_exif_turns_images_upright(tmp_path):
+    from keras_sam3 import cli
+
+    preset = str(tmp_path / "preset")
+    tiny_segmenter().save_to_preset(preset)
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        os.makedirs(tmp_path / folder)
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3)).astype("uint8")).save(tmp_path / "a" / "photo.png")
+    # Stored 60 wide and 40 high; EXIF orientation 6: shown rotated, 40 x 60.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = rng.integers(0, 256, (40, 60, 3)).astype("uint8")
+    Image.fromarray(rotated).save(tmp_path / "b" / "photo.jpg", exif=exif.tobytes())
+    out = tmp_path / "out"
+    paths = [str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.jpg")]
+    code = cli.main(paths + ["--prompt", "square", "--preset", preset, "--output-dir", str(out),
+                             "--threshold", "0", "--default-allocator"])
+    assert code == 0
+    first = json.loads((out / "photo_instances.json").read_text())
+    second = json.loads((out / "photo-2_instances.json").read_text())
+    assert first["image"] == paths[0] and first["size"] == [50, 70]
+    assert second["image"] == paths[1] and second["size"] == [60, 40]
+    assert Image.open(out / "photo-2_overlay.png").size == (40, 60)
+    assert _decode(second["instances"][0]["mask_rle"]).shape == (60, 40)
+    assert cli.output_stems(["x/p.png", "y/p.png", "p-2.png", "z/p.jpg"]) == ["p", "p-2", "p-2-2", "p-3"]
+
+
 def test_command_needs_a_prompt_or_box(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "keras_sam3", "x.png"],

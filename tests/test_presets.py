@@ -137,6 +137,15 @@ def test_registered_name_resolves_to_its_source(monkeypatch, hf_checkpoint):
     assert segmenter.backbone.detr_decoder.num_queries == 6
 
 
+def test_a_directory_named_like_a_registered_preset_is_warned_about(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("sam3_shapes")
+    with pytest.warns(UserWarning, match=r"registered preset and also a directory here.*'\./sam3_shapes'"):
+        source = presets.resolve_preset_name("sam3_shapes")
+    assert source == os.path.join(presets.PRESETS_DIR, "sam3_shapes")
+    assert presets.resolve_preset_name("./sam3_shapes") == "./sam3_shapes"
+
+
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
         SAM3PromptableConceptImageSegmenter.from_preset("no_such_preset")

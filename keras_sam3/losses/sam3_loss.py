@@ -50,7 +50,10 @@ Targets (`y`), a dict:
         the semantic weights are 0.
     valid: `(B, G)` 1 for a real instance, 0 for padding. A prompt with no
         valid instance is a negative (its concept is absent). Instances with
-        an empty box count as padding (as Meta's "visible" test).
+        an empty box count as padding: they are not matched and not counted
+        in the box normalization. (Meta's "visible" test only decides
+        whether a prompt has ground truth; its matcher still matches and
+        counts an empty box of a prompt that has others.)
     mask_valid: optional `(B, G)`: 0 for an instance without a segment
         (box-only annotation); mask losses skip it, boxes still train.
     `G` must be at least 1 (pad negatives with one invalid slot).

@@ -1,5 +1,7 @@
 """`SAM3ImageConverter`: raw images -> the model's square, [-1, 1] input."""
 
+import warnings
+
 import numpy as np
 from PIL import Image
 
@@ -8,10 +10,17 @@ def to_rgb_uint8(image):
     """One image as an `(H, W, 3)` uint8 array.
 
     Accepts a PIL image, or an array `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
-    `(H, W, 4)` of uint8 or of floats holding pixel values in [0, 255].
-    Grayscale is repeated to RGB; an alpha channel is dropped.
+    `(H, W, 4)` of uint8 or of floats holding pixel values in [0, 255]
+    (not [0, 1]: such an image gets a warning, as in the reference
+    processor, which reads floats the same way). Grayscale is repeated to
+    RGB. Transparency is composited onto white, as the reference processor
+    does: PIL images with PIL's `alpha_composite`, RGBA arrays with its
+    array path's float arithmetic.
     """
     if isinstance(image, Image.Image):
+        if "A" in image.getbands() or image.info.get("transparency") is not None:
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"))
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 2:
@@ -36,12 +45,32 @@ def to_rgb_uint8(image):
                 "Image values must be pixel values in [0, 255]; got the range "
                 f"[{array.min()}, {array.max()}]."
             )
+        if np.issubdtype(array.dtype, np.floating) and 0 < array.max() <= 1:
+            warnings.warn(
+                "A float image has all its values in [0, 1]; they are read as pixel "
+                "values in [0, 255] (as the reference processor reads them), so it "
+                "is nearly black. Multiply it by 255 if it is a [0, 1] image.",
+                stacklevel=3,
+            )
         array = np.round(array).astype(np.uint8)
     else:
         raise ValueError(f"Unsupported image dtype {array.dtype}; use uint8 or floats in [0, 255].")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
-    return array[..., :3]
+    if array.shape[-1] == 4:
+        array = _over_white(array)
+    return array
+
+
+def _over_white(rgba):
+    """An RGBA uint8 array composited onto white, with the reference's array
+    arithmetic: torchvision's `to_dtype` to float32 (times `1 / 255`),
+    `rgb * a + (1 - a)`, and `to_dtype` back to uint8 (times 255.999,
+    truncated)."""
+    x = rgba.astype(np.float32) * np.float32(1.0 / 255)
+    alpha = x[..., 3:]
+    rgb = x[..., :3] * alpha + (np.float32(1) - alpha)
+    return (rgb * np.float32(255.999)).astype(np.uint8)
 
 
 def as_image_list(images):

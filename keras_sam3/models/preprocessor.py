@@ -10,16 +10,42 @@ BOX_ONLY_PROMPT = "visual"  # what the reference (and Meta) prompt when only box
 SHORT_PROMPT_LENGTH = 8  # start token, up to six words' tokens, end token
 
 
-def _per_image(value, count, name):
-    """`None`, one item for every image, or a list of `count` items."""
+def _per_item(value, count, name, unit="image"):
+    """`None`, one item for every image (or concept), or a list of `count` items."""
     if value is None:
         return [None] * count
     if isinstance(value, str):
         return [value] * count
     value = list(value)
     if len(value) != count:
-        raise ValueError(f"Got {count} images but {len(value)} {name}; give one per image.")
+        raise ValueError(f"Got {count} {unit}s but {len(value)} {name}; give one per {unit}.")
     return value
+
+
+def _box_lists(boxes, count, unit="image"):
+    """Per image (or concept), `None` or an `(N, 4)` float array of boxes."""
+    lists = _per_item(boxes, count, "box lists", unit)
+    for i, item in enumerate(lists):
+        if item is None:
+            continue
+        try:
+            array = np.asarray(item, "float64")
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"The boxes of {unit} {i} must be a list of (x1, y1, x2, y2) boxes; got {item!r}."
+            ) from e
+        if array.size == 0:
+            array = array.reshape(0, 4)
+        elif array.shape == (4,):
+            array = array[None]  # one box given without its list
+        if array.ndim != 2 or array.shape[1] != 4:
+            raise ValueError(
+                f"The boxes of {unit} {i} must be a list of (x1, y1, x2, y2) boxes; got "
+                f"{item!r}. With {count} {unit}s, give one list of boxes per {unit}, e.g. "
+                "[[[x1, y1, x2, y2]], ...]."
+            )
+        lists[i] = array
+    return lists
 
 
 def normalize_boxes(boxes, labels, size):
@@ -100,10 +126,14 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
     Call arguments:
         images: one image, a batch or a list (uint8 or float pixel values,
             PIL images; grayscale and RGBA become RGB).
-        prompts: optional; a string for every image or one per image.
+        prompts: optional; a string for every image or one per image (`None`
+            for an image prompted by its boxes alone).
         boxes: optional; per image, a list of `(x1, y1, x2, y2)` pixel boxes
-            of the original image (possibly empty).
+            of the original image (possibly empty). Parts of a box outside
+            the image are clipped to it; a box entirely outside is an error.
         box_labels: optional; per image, 1 / 0 per box (default all 1).
+
+    Every image needs a text prompt, boxes, or both.
 
     Returns:
         `(inputs, original_sizes)`: the backbone's input dict and a list of
@@ -122,28 +152,57 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
                 raise ValueError("A text prompt is empty; give a noun phrase or use boxes only.")
         return self.tokenizer(list(prompts))
 
-    def encode_boxes(self, boxes, box_labels, sizes):
+    def encode_boxes(self, boxes, box_labels, sizes, unit="image"):
+        """Per image (or concept), pixel boxes of an image of `sizes[i]` ->
+        padded normalized cxcywh boxes and labels."""
         count = len(sizes)
-        boxes = _per_image(boxes, count, "box lists")
-        labels = _per_image(box_labels, count, "box label lists")
-        normalized = [
-            normalize_boxes(b, l, size) if b is not None and len(b) else (np.zeros((0, 4)), np.zeros(0))
-            for b, l, size in zip(boxes, labels, sizes)
-        ]
+        if box_labels is not None and boxes is None:
+            raise ValueError("Got box_labels but no boxes.")
+        boxes = _box_lists(boxes, count, unit)
+        labels = _per_item(box_labels, count, "box label lists", unit)
+        normalized = []
+        for i, (b, l, size) in enumerate(zip(boxes, labels, sizes)):
+            if b is None or not len(b):
+                if l is not None and len(l):
+                    raise ValueError(f"{unit.capitalize()} {i} has box labels {list(l)} but no boxes.")
+                normalized.append((np.zeros((0, 4)), np.zeros(0)))
+            else:
+                normalized.append(normalize_boxes(b, l, size))
         return pad_boxes([n[0] for n in normalized], [n[1] for n in normalized])
+
+    def encode_prompts_and_boxes(self, prompts, boxes, box_labels, sizes, unit="image"):
+        """Text and box prompts, one entry per image (or concept), sizes the
+        `(height, width)` their boxes are in.
+
+        Every entry needs a text prompt, boxes, or both; an entry with boxes
+        and no text (`prompts=None`, or `None` in the list) is prompted
+        "visual", as the reference does.
+
+        Returns:
+            `(token_ids, padding_mask, boxes, box_labels)` arrays.
+        """
+        count = len(sizes)
+        box_lists = _box_lists(boxes, count, unit)
+        has_boxes = [b is not None and len(b) > 0 for b in box_lists]
+        texts = _per_item(prompts, count, "prompts", unit)
+        if prompts is None and not any(has_boxes):
+            raise ValueError("Give a text prompt, boxes, or both: got neither.")
+        missing = [i for i, (t, b) in enumerate(zip(texts, has_boxes)) if t is None and not b]
+        if missing:
+            raise ValueError(
+                f"{unit.capitalize()}s {missing} have neither a text prompt nor boxes; give "
+                f"every {unit} a text prompt, boxes, or both."
+            )
+        texts = [BOX_ONLY_PROMPT if t is None else t for t in texts]
+        token_ids, padding_mask = self.encode_prompts(texts)
+        box_array, label_array = self.encode_boxes(boxes, box_labels, sizes, unit)
+        return token_ids, padding_mask, box_array, label_array
 
     def __call__(self, images, prompts=None, boxes=None, box_labels=None):
         pixels, sizes = self.image_converter(images)
-        has_boxes = boxes is not None and any(
-            b is not None and len(b) for b in _per_image(boxes, len(sizes), "box lists")
+        token_ids, padding_mask, box_array, label_array = self.encode_prompts_and_boxes(
+            prompts, boxes, box_labels, sizes
         )
-        if prompts is None and not has_boxes:
-            raise ValueError("Give a text prompt, boxes, or both: got neither.")
-        if prompts is None:
-            prompts = [BOX_ONLY_PROMPT] * len(sizes)
-        prompts = _per_image(prompts, len(sizes), "prompts")
-        token_ids, padding_mask = self.encode_prompts(prompts)
-        box_array, label_array = self.encode_boxes(boxes, box_labels, sizes)
         inputs = {
             "images": pixels,
             "token_ids": token_ids,

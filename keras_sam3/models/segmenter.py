@@ -361,23 +361,28 @@ class SAM3PromptableConceptImageSegmenter(Task):
     ):
         """Several prompts on one encoded image, in one batched call.
 
-        `prompts` is a list of strings (and/or `boxes` a list of box lists),
-        one entry per concept; results come back in the same order, each as
-        `segment()` returns them. The image encoder does not run again.
+        `prompts` is a list of strings (and/or `boxes` a list of box lists,
+        `box_labels` their labels), one entry per concept; every concept
+        needs a text prompt, boxes, or both. Results come back in the same
+        order, each as `segment()` returns them. The image encoder does not
+        run again.
         """
         if self._prompt_model is None:
             self._build_split_models()
         preprocessor = self._require_preprocessor()
         if isinstance(prompts, str):
             prompts = [prompts]
-        count = len(prompts) if prompts is not None else len(boxes or [])
+        if prompts is not None:
+            count = len(prompts)
+        else:
+            count = 0 if boxes is None else len(boxes)
         if count == 0:
             raise ValueError("Give a text prompt, boxes, or both: got neither.")
         features, sizes = encoding.select(image_index, count)
-        if prompts is None:
-            prompts = ["visual"] * count
-        token_ids, padding_mask = trim_prompt_padding(*preprocessor.encode_prompts(prompts))
-        box_array, label_array = preprocessor.encode_boxes(boxes, box_labels, sizes)
+        token_ids, padding_mask, box_array, label_array = preprocessor.encode_prompts_and_boxes(
+            prompts, boxes, box_labels, sizes, unit="concept"
+        )
+        token_ids, padding_mask = trim_prompt_padding(token_ids, padding_mask)
         outputs = self._prompt_model.predict_on_batch(
             {
                 **features,

@@ -1,8 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_sam3.models.image_converter import SAM3ImageConverter
+from keras_sam3.models.image_converter import to_rgb_uint8
 from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
 from keras_sam3.models.preprocessor import normalize_boxes
 from keras_sam3.models.preprocessor import trim_prompt_padding
@@ -51,16 +54,55 @@ def test_images_are_resized_and_scaled():
     [
         np.full((10, 12), 200, "uint8"),  # grayscale
         np.full((10, 12, 1), 200, "uint8"),
-        np.full((10, 12, 4), 200, "uint8"),  # RGBA
+        np.concatenate([np.full((10, 12, 3), 200, "uint8"), np.full((10, 12, 1), 255, "uint8")], -1),  # RGBA, opaque
         np.full((10, 12, 3), 200.0, "float32"),  # float pixel values
         Image.new("L", (12, 10), 200),
-        Image.new("RGBA", (12, 10), (200, 200, 200, 7)),
+        Image.new("RGBA", (12, 10), (200, 200, 200, 255)),
     ],
 )
 def test_image_kinds_become_rgb(image):
     pixels, sizes = SAM3ImageConverter(8)(image)
     assert pixels.shape == (1, 8, 8, 3) and sizes == [(10, 12)]
     np.testing.assert_allclose(pixels, (200 - 127.5) / 127.5, atol=1e-6)
+
+
+def test_transparency_is_composited_onto_white_as_the_reference_does():
+    """The reference processor: PIL images through PIL's `alpha_composite`
+    onto white; arrays through torchvision's `to_dtype` arithmetic (its
+    `convert_to_rgb`), written out here in torch."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (16, 16, 4)).astype("uint8")
+    rgba[0, 0] = (0, 0, 0, 0)  # fully transparent black: white
+    rgba[0, 1] = (10, 20, 30, 255)  # opaque: unchanged
+    x = torch.from_numpy(rgba).to(torch.float32).mul_(1.0 / 255)
+    expected = (x[..., :3] * x[..., 3:] + (1 - x[..., 3:])).mul(255.0 + 1.0 - 1e-3).to(torch.uint8).numpy()
+    converter = SAM3ImageConverter(16)
+    ours = to_rgb_uint8(rgba)
+    np.testing.assert_array_equal(ours, expected)
+    assert ours[0, 0].tolist() == [255, 255, 255] and ours[0, 1].tolist() == [10, 20, 30]
+    image = Image.fromarray(rgba, "RGBA")
+    white = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    np.testing.assert_array_equal(to_rgb_uint8(image), np.asarray(white.convert("RGB")))
+    assert to_rgb_uint8(image)[0, 0].tolist() == [255, 255, 255]
+    # A palette image with a transparent index, as PNGs often are.
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 9, 9, 9] + [0] * 762)
+    palette.info["transparency"] = 0
+    assert to_rgb_uint8(palette)[0, 0].tolist() == [255, 255, 255]
+    pixels, _ = converter(rgba)
+    assert pixels.shape == (1, 16, 16, 3)
+
+
+def test_float_images_in_zero_one_warn():
+    image = np.full((8, 8, 3), 0.8, "float32")
+    with pytest.warns(UserWarning, match=r"values in \[0, 1\].*Multiply it by 255"):
+        SAM3ImageConverter(8)(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SAM3ImageConverter(8)(np.zeros((8, 8, 3), "float32"))  # black, not [0, 1]
+        SAM3ImageConverter(8)(np.full((8, 8, 3), 1, "uint8"))  # uint8 is unambiguous
 
 
 @pytest.mark.parametrize(
@@ -124,6 +166,46 @@ def test_bad_boxes_are_named(boxes, labels, message):
 def test_boxes_partly_outside_are_clipped():
     boxes, _ = normalize_boxes([[-10, 5, 10, 25]], None, (20, 20))
     np.testing.assert_allclose(boxes, [[0.25, 0.625, 0.5, 0.75]])
+
+
+@pytest.mark.parametrize(
+    "boxes, message",
+    [
+        # One flat box for a batch of four: four "box lists" that are numbers.
+        ([1, 1, 5, 5], r"boxes of image 0 must be a list of \(x1, y1, x2, y2\) boxes.*With 4 images"),
+        ([[[1, 1, 5]], [], [], []], "boxes of image 0 must be a list"),
+        ([[[1, 1, 5, 5]], "box", [], []], "boxes of image 1 must be a list"),
+    ],
+)
+def test_box_lists_of_the_wrong_structure_are_named(boxes, message):
+    with pytest.raises(ValueError, match=message):
+        _preprocessor()([np.zeros((8, 8, 3), "uint8")] * 4, prompts="a", boxes=boxes)
+
+
+def test_one_image_takes_its_box_list_or_one_bare_box():
+    pre = _preprocessor()
+    image = np.zeros((20, 20, 3), "uint8")
+    wrapped, _ = pre(image, prompts="a", boxes=[[[2, 2, 10, 10]]])
+    bare, _ = pre(image, prompts="a", boxes=[[2, 2, 10, 10]])
+    array, _ = pre(image, prompts="a", boxes=np.array([[[2, 2, 10, 10]]]))
+    for other in (bare, array):
+        np.testing.assert_array_equal(other["boxes"], wrapped["boxes"])
+
+
+def test_an_image_without_any_prompt_in_a_batch_is_named():
+    pre = _preprocessor()
+    images = [np.zeros((8, 8, 3), "uint8")] * 3
+    with pytest.raises(ValueError, match=r"Images \[0, 2\] have neither a text prompt nor boxes"):
+        pre(images, boxes=[[], [[1, 1, 5, 5]], []])
+    with pytest.raises(ValueError, match=r"Images \[1\] have neither"):
+        pre(images, prompts=["a", None, "b"])
+    inputs, _ = pre(images, prompts=["a", None, "b"], boxes=[[], [[1, 1, 5, 5]], []])
+    expected, _ = pre.tokenizer(["a", "visual", "b"])
+    np.testing.assert_array_equal(inputs["token_ids"], expected)
+    with pytest.raises(ValueError, match="Got box_labels but no boxes"):
+        pre(images, prompts="a", box_labels=[[1], [1], [1]])
+    with pytest.raises(ValueError, match=r"Image 0 has box labels \[1\] but no boxes"):
+        pre(images, prompts="a", boxes=[[], [], []], box_labels=[[1], [], []])
 
 
 def test_batch_size_mismatch_is_named():

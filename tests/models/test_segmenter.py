@@ -116,6 +116,41 @@ def test_neither_text_nor_boxes_is_an_error(segmenter):
         segmenter.predict({"images": _images()[0], "prompt": "a"}, verbose=0)
 
 
+def test_every_image_and_every_concept_needs_a_prompt(segmenter):
+    """One image (or concept) without text or boxes is an error on both paths,
+    not a silent "visual" prompt."""
+    images = _images()
+    with pytest.raises(ValueError, match=r"Images \[1\] have neither a text prompt nor boxes"):
+        segmenter.segment(images, boxes=[[[20, 30, 50, 60]], []])
+    encoding = segmenter.encode(images[0])
+    with pytest.raises(ValueError, match="got neither"):
+        segmenter.segment_encoded(encoding, boxes=[[]])
+    with pytest.raises(ValueError, match="got neither"):
+        segmenter.segment_encoded(encoding)
+    with pytest.raises(ValueError, match=r"Concepts \[0\] have neither"):
+        segmenter.segment_encoded(encoding, [None, "dog"], boxes=[[], [[5, 5, 40, 30]]])
+    with pytest.raises(ValueError, match="Got 2 concepts but 1 box lists; give one per concept"):
+        segmenter.segment_encoded(encoding, ["dog", "cat"], boxes=[[[5, 5, 40, 30]]])
+    with pytest.raises(ValueError, match="Got box_labels but no boxes"):
+        segmenter.segment_encoded(encoding, ["dog"], box_labels=[[0]])
+
+
+def test_boxes_as_arrays_and_none_prompts_for_box_only_concepts(segmenter):
+    """NumPy box arrays work on both paths; a `None` prompt next to boxes is
+    the reference's "visual" prompt, as `prompts=None` is."""
+    image = _images()[0]
+    box = [20.0, 30.0, 50.0, 55.0]
+    encoding = segmenter.encode(image)
+    from_array = segmenter.segment_encoded(encoding, boxes=np.array([[box]]), threshold=0.0)[0]
+    from_list = segmenter.segment(image, boxes=[[box]], threshold=0.0)[0]
+    np.testing.assert_allclose(from_array["scores"], from_list["scores"], atol=1e-5)
+    mixed = segmenter.segment_encoded(encoding, ["dog", None], boxes=[[], [box]], threshold=0.0)
+    dog = segmenter.segment(image, prompts="dog", threshold=0.0)[0]
+    visual = segmenter.segment(image, prompts="visual", boxes=[[box]], threshold=0.0)[0]
+    np.testing.assert_allclose(mixed[0]["scores"], dog["scores"], atol=1e-5)
+    np.testing.assert_allclose(mixed[1]["scores"], visual["scores"], atol=1e-5)
+
+
 def test_preset_round_trip(segmenter, tmp_path):
     segmenter.save_to_preset(str(tmp_path / "preset"))
     restored = SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "preset"))
