@@ -124,8 +124,9 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
         image_converter: `SAM3ImageConverter`. Defaults to a 1008 px one.
 
     Call arguments:
-        images: one image, a batch or a list (uint8 or float pixel values,
-            PIL images; grayscale and RGBA become RGB).
+        images: one image, a batch or a list (uint8, floats in [0, 255],
+            PIL images; grayscale becomes RGB, transparency is composited
+            onto white).
         prompts: optional; a string for every image or one per image (`None`
             for an image prompted by its boxes alone).
         boxes: optional; per image, a list of `(x1, y1, x2, y2)` pixel boxes
