@@ -12,9 +12,10 @@ Writes, per image, `<name>_overlay.png` (masks, boxes, prompt and score)
 and `<name>_instances.json` (images of the same file name from different
 folders get `<name>-2`, `<name>-3`, ...). Images are read upright (their
 EXIF orientation applied) and transparency is composited onto white, as
-the reference processor does; boxes, points and results are in that frame. The backend follows `KERAS_BACKEND`. On Linux
-the process keeps large freed blocks for reuse (`tune_cpu_allocator`;
-`--default-allocator` leaves malloc alone).
+the reference processor does; boxes, points and results are in that
+frame. The backend follows `KERAS_BACKEND`. On Linux the process keeps
+large freed blocks for reuse (`tune_cpu_allocator`; `--default-allocator`
+leaves malloc alone).
 """
 
 import argparse
