@@ -54,7 +54,7 @@ def test_images_are_resized_and_scaled():
     [
         np.full((10, 12), 200, "uint8"),  # grayscale
         np.full((10, 12, 1), 200, "uint8"),
-        np.concatenate([np.full((10, 12, 3), 200, "uint8"), np.full((10, 12, 1), 255, "uint8")], -1),  # RGBA, opaque
+        np.dstack([np.full((10, 12, 3), 200, "uint8"), np.full((10, 12), 255, "uint8")]),  # opaque RGBA
         np.full((10, 12, 3), 200.0, "float32"),  # float pixel values
         Image.new("L", (12, 10), 200),
         Image.new("RGBA", (12, 10), (200, 200, 200, 255)),
