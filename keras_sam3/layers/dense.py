@@ -23,6 +23,14 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
     (2, 3, 4)
     """
 
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.lora_enabled:
+            # Keras saves LoRA merged into the kernel and zeroes both adapters
+            # when loading, which leaves them no gradient: draw A again as
+            # `enable_lora` does (B stays zero, so outputs do not change).
+            self.lora_kernel_a.assign(keras.initializers.HeUniform()(self.lora_kernel_a.shape))
+
     def __call__(self, inputs, *args, **kwargs):
         # On PyTorch, eager: Keras' `Layer.__call__` costs about 0.1 ms a
         # call on CPU, several times the product itself for the small

@@ -233,12 +233,46 @@ class SAM3Backbone(Backbone):
         config["image_size"] = self.image_size
         for name in _COMPONENTS:
             config[name] = keras.layers.serialize(getattr(self, name))
+        config["training_state"] = self.training_state()
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        state = config.pop("training_state", None)
         for name in _COMPONENTS:
             if isinstance(config.get(name), dict):
                 config[name] = keras.layers.deserialize(config[name])
-        return super().from_config(config)
+        backbone = super().from_config(config)
+        if state is not None:
+            backbone.restore_training_state(state)
+        return backbone
+
+    def training_state(self):
+        """Which layers are frozen and which carry LoRA adapters, by their
+        index in `_flatten_layers` order: what `freeze_encoders()`,
+        `enable_lora()` and `trainable = False` leave on the sub-layers.
+
+        The components' configs rebuild their sub-layers trainable, so
+        without it a frozen or LoRA model would reload with every weight
+        trainable (and its saved optimizer state would no longer fit).
+        """
+        layers = list(self._flatten_layers(include_self=False))
+        lora = [i for i, layer in enumerate(layers) if getattr(layer, "lora_enabled", False)]
+        return {
+            "frozen": [i for i, layer in enumerate(layers) if not layer.trainable],
+            "lora_layers": lora,
+            "lora_rank": layers[lora[0]].lora_rank if lora else None,
+            "lora_alpha": layers[lora[0]].lora_alpha if lora else None,
+        }
+
+    def restore_training_state(self, state):
+        """Applies a `training_state()` to this (freshly built) backbone."""
+        layers = list(self._flatten_layers(include_self=False))
+        frozen = set(state["frozen"])
+        # Parents come before their sub-layers, and `trainable` propagates
+        # down: each layer's own flag wins.
+        for i, layer in enumerate(layers):
+            layer.trainable = i not in frozen
+        for i in state["lora_layers"]:
+            layers[i].enable_lora(state["lora_rank"], lora_alpha=state["lora_alpha"])
