@@ -49,13 +49,14 @@ Targets (`y`), a dict:
         matches Meta); optional when `mask_weight = dice_weight = 0` and
         the semantic weights are 0.
     valid: `(B, G)` 1 for a real instance, 0 for padding. A prompt with no
-        valid instance is a negative (its concept is absent). Instances with
-        an empty box count as padding: they are not matched and not counted
-        in the box normalization. (Meta's "visible" test only decides
-        whether a prompt has ground truth; its matcher still matches and
-        counts an empty box of a prompt that has others.)
+        valid instance is a negative (its concept is absent). Valid boxes
+        must be finite, inside [0, 1] and have `x2 > x1`, `y2 > y1`, and
+        valid masks lie in [0, 1]: otherwise `fit` stops with a message
+        (`TARGET_PROBLEMS`, checked in the step's host call). Padding slots
+        may hold anything, NaN included.
     mask_valid: optional `(B, G)`: 0 for an instance without a segment
-        (box-only annotation); mask losses skip it, boxes still train.
+        (box-only annotation); mask losses skip it, boxes still train, and
+        its prompt has no semantic segmentation loss (its union is unknown).
     `G` must be at least 1 (pad negatives with one invalid slot).
 """
 
@@ -95,6 +96,70 @@ def _resize(masks, size):
     flat = ops.reshape(masks, (-1, h, w, 1))
     flat = ops.image.resize(flat, size, interpolation="bilinear", antialias=False)
     return ops.reshape(flat, (batch, count, size[0], size[1]))
+
+
+TARGET_KEYS = ("boxes", "valid", "masks", "mask_valid")
+# How far outside [0, 1] a normalized box coordinate may lie (rounding).
+BOX_TOLERANCE = 1e-3
+TARGET_PROBLEMS = (
+    "{} valid ground-truth boxes are not finite (mark padding with valid = 0, not NaN).",
+    "{} valid ground-truth boxes have x2 <= x1 or y2 <= y1: boxes are normalized (x1, y1, x2, y2) "
+    "(are these (cx, cy, w, h)?); mark an empty instance valid = 0.",
+    "{} valid ground-truth boxes lie outside [0, 1]: boxes are normalized to the model input "
+    "(divide pixel boxes by the image's width and height).",
+    "{} mask values of valid instances lie outside [0, 1]: masks are 0 / 1 (not 0 / 255).",
+)
+
+
+def check_target_structure(y_true):
+    """Keys and shapes of `SAM3Loss` targets: a clear error at trace time."""
+    if not isinstance(y_true, dict):
+        raise TypeError(
+            "SAM3Loss targets are a dict with 'boxes' (B, G, 4), 'valid' (B, G) and, for the "
+            f"mask losses, 'masks' (B, G, Hm, Wm); got {type(y_true).__name__}."
+        )
+    missing = [k for k in ("boxes", "valid") if k not in y_true]
+    if missing:
+        raise ValueError(f"SAM3Loss targets lack {missing}; they need 'boxes' and 'valid'.")
+    unknown = sorted(set(y_true) - set(TARGET_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown SAM3Loss target keys {unknown}; the keys are {list(TARGET_KEYS)}.")
+    boxes = y_true["boxes"].shape
+    if len(boxes) != 3 or boxes[-1] != 4:
+        raise ValueError(f"Target 'boxes' must be (B, G, 4) normalized xyxy; got shape {tuple(boxes)}.")
+    expected = {"valid": 2, "mask_valid": 2, "masks": 4}
+    for key, rank in expected.items():
+        if key not in y_true:
+            continue
+        shape = tuple(y_true[key].shape)
+        same = all(a is None or b is None or a == b for a, b in zip(shape[:2], boxes[:2]))
+        if len(shape) != rank or not same:
+            layout = "(B, G, Hm, Wm)" if key == "masks" else "(B, G)"
+            raise ValueError(
+                f"Target '{key}' must be {layout} with (B, G) as in 'boxes' {tuple(boxes)}; got shape {shape}."
+            )
+
+
+def _target_problems(y_true, gt_xyxy, valid):
+    """Counts of the `TARGET_PROBLEMS` among valid instances, `(4,)` int32."""
+    is_valid = valid > 0
+    finite = ops.all(ops.isfinite(gt_xyxy), axis=-1)
+    boxes = ops.where(finite[..., None], gt_xyxy, 0.0)
+    inverted = (boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])
+    outside = ops.any((boxes < -BOX_TOLERANCE) | (boxes > 1.0 + BOX_TOLERANCE), axis=-1)
+    counts = [
+        is_valid & ~finite,
+        is_valid & finite & inverted,
+        is_valid & finite & outside,
+    ]
+    counts = [ops.sum(ops.cast(c, "int32")) for c in counts]
+    if "masks" in y_true:
+        masks = ops.cast(y_true["masks"], "float32")
+        bad = ~((masks >= 0.0) & (masks <= 1.0))  # NaN included
+        counts.append(ops.sum(ops.cast(bad & is_valid[:, :, None, None], "int32")))
+    else:
+        counts.append(ops.zeros((), "int32"))
+    return ops.stack(counts)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -200,20 +265,24 @@ class SAM3Loss:
         dice = 1.0 - numerator / denominator
         return self.cost_mask * bce + self.cost_dice * dice
 
-    def match(self, logits, boxes_xyxy, gt_xyxy, valid, extra_cost=None):
-        """One-hot assignment `(B, G, Q)` (zero rows for padding)."""
+    def match(self, logits, boxes_xyxy, gt_xyxy, valid, extra_cost=None, problems=None):
+        """One-hot assignment `(B, G, Q)` (zero rows for padding); `problems`,
+        target checks for the host call (`hungarian_match`)."""
         cost = self.matching_cost(logits, boxes_xyxy, gt_xyxy)
         if extra_cost is not None:
             cost = cost + extra_cost
-        index = hungarian_match(cost, valid)  # (B, G), -1 where unmatched
+        index = hungarian_match(cost, valid, problems, TARGET_PROBLEMS)  # (B, G), -1 where unmatched
         matched = ops.cast(index >= 0, logits.dtype)
         one_hot = ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype)
         return one_hot * matched[..., None], ops.maximum(index, 0)
 
     # --- terms -------------------------------------------------------------
-    def _layer_terms(self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes, mask_cost=None):
+    def _layer_terms(
+        self, logits, boxes_xyxy, presence, gt_xyxy, valid, has_gt, num_boxes, mask_cost=None, problems=None
+    ):
         """Class, presence and box losses of one decoder layer."""
-        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid, mask_cost)  # (B, G, Q), (B, G)
+        # (B, G, Q), (B, G)
+        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid, mask_cost, problems)
         # Gathers, not one-hot matmuls: exact whatever the matmul precision.
         # (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
         matched_boxes = ops.take_along_axis(
@@ -254,12 +323,16 @@ class SAM3Loss:
 
     def compute(self, y_true, y_pred):
         """All terms: a dict of scalars, weighted, with their sum as `total`."""
+        check_target_structure(y_true)
         gt_xyxy = ops.cast(y_true["boxes"], "float32")
         if gt_xyxy.shape[1] == 0:
             raise ValueError("Targets have no instance slot (G = 0): pad every prompt to G >= 1.")
         valid = ops.cast(y_true["valid"], "float32")
-        visible = (gt_xyxy[..., 2] > gt_xyxy[..., 0]) & (gt_xyxy[..., 3] > gt_xyxy[..., 1])
-        valid = valid * ops.cast(visible, "float32")
+        # Checked on the host with the first layer's matching: bad values of
+        # valid instances stop `fit` with a message (`TARGET_PROBLEMS`).
+        problems = _target_problems(y_true, gt_xyxy, valid)
+        # Whatever padding slots hold (NaN included) must not reach the sums.
+        gt_xyxy = ops.where(ops.isfinite(gt_xyxy), gt_xyxy, 0.0)
         has_gt = ops.cast(ops.sum(valid, axis=-1) > 0, "float32")  # (B,)
         num_boxes = ops.maximum(ops.sum(valid), 1.0)
         all_logits = ops.cast(y_pred["all_pred_logits"], "float32")  # (B, L, Q)
@@ -290,7 +363,9 @@ class SAM3Loss:
                 has_gt,
                 num_boxes,
                 mask_cost,
+                problems,
             )
+            problems = None  # checked once
             for name in totals:
                 totals[name] = totals[name] + terms[name]
         weighted = {
@@ -312,6 +387,7 @@ class SAM3Loss:
     def _mask_terms(self, y_true, y_pred, matches, valid, num_boxes):
         assignment, index = matches
         gt_masks = ops.cast(y_true["masks"], "float32")  # (B, G, Hm, Wm)
+        gt_masks = ops.where(ops.isfinite(gt_masks), gt_masks, 0.0)  # padding may hold NaN
         size = tuple(gt_masks.shape[2:])
         pred_masks = ops.cast(y_pred["pred_masks"], "float32")  # (B, Q, h, w)
         batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
@@ -320,9 +396,14 @@ class SAM3Loss:
         gather = ops.broadcast_to(index[:, :, None, None], (batch, count, h, w))
         matched = _resize(ops.take_along_axis(pred_masks, gather, axis=1), size)
         is_matched = ops.sum(assignment, axis=-1)  # (B, G)
+        # Prompts whose semantic target is known: every valid instance has a
+        # mask (a box-only instance's region is unknown, not background).
+        semantic_known = ops.ones_like(valid[:, 0])
         if "mask_valid" in y_true:
-            is_matched = is_matched * ops.cast(y_true["mask_valid"], "float32")
-            valid = valid * ops.cast(y_true["mask_valid"], "float32")
+            mask_valid = ops.cast(y_true["mask_valid"], "float32")
+            is_matched = is_matched * mask_valid
+            semantic_known = ops.cast(ops.sum(valid * (1.0 - mask_valid), axis=-1) == 0, "float32")
+            valid = valid * mask_valid
         logits = ops.reshape(matched, (batch, count, -1))
         targets = ops.reshape(gt_masks, (batch, count, -1))
         focal = ops.mean(_focal(logits, targets, 0.25, 2.0), axis=-1)
@@ -340,6 +421,7 @@ class SAM3Loss:
         positive = ops.cast(ops.sum(union, axis=-1) > 0, "float32")
         if self.negative_prompts:
             positive = ops.ones_like(positive)
+        positive = positive * semantic_known
         count_positive = ops.sum(positive) + 1e-6
         semantic_focal = ops.mean(_focal(semantic, union, 0.6, 2.0), axis=-1)
         terms["semantic"] = self.semantic_weight * ops.sum(semantic_focal * positive) / count_positive

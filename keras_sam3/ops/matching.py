@@ -7,17 +7,22 @@ mechanism: `jax.pure_callback` under `jit`, `tf.numpy_function` under
 result is exactly scipy's, ties included, on every backend.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
 
-def match_numpy(cost, valid):
+def match_numpy(cost, valid, problems=None, messages=()):
     """Per-sample Hungarian matching of queries to valid ground truths.
 
     Args:
         cost: `(B, Q, G)` float array; finite on valid columns.
         valid: `(B, G)` bool array; invalid (padding) columns are ignored.
+        problems: optional `(P,)` int array of counts, `messages` their `P`
+            texts with a `{}` for the count: a count above zero raises
+            `ValueError` with its text (see `hungarian_match`).
 
     Returns:
         `(B, G)` int32: the query assigned to each ground truth, `-1` for
@@ -26,6 +31,10 @@ def match_numpy(cost, valid):
     """
     from scipy.optimize import linear_sum_assignment
 
+    if problems is not None:
+        found = [m.format(int(n)) for n, m in zip(np.asarray(problems).reshape(-1), messages) if n > 0]
+        if found:
+            raise ValueError(" ".join(found))
     cost = np.asarray(cost, "float64")
     valid = np.asarray(valid).astype(bool)
     if cost.ndim != 3 or valid.shape != (cost.shape[0], cost.shape[2]):
@@ -43,12 +52,18 @@ def match_numpy(cost, valid):
     return result
 
 
-def hungarian_match(cost, valid):
+def hungarian_match(cost, valid, problems=None, messages=()):
     """`match_numpy` on backend tensors, usable inside `fit`'s compiled step.
 
     Args:
         cost: `(B, Q, G)` tensor (no gradient flows through the matching).
         valid: `(B, G)` bool or 0/1 tensor.
+        problems: optional `(P,)` int tensor of counts computed in the step,
+            and `messages` their `P` texts (`{}` for the count): a nonzero
+            count raises `ValueError` from the host call. Inside a compiled
+            step this is how a check on the data's values can stop `fit`
+            with a message (JAX and TensorFlow wrap it in their runtime
+            error).
 
     Returns:
         `(B, G)` int32 tensor: the matched query per ground truth, -1 where
@@ -56,21 +71,25 @@ def hungarian_match(cost, valid):
     """
     cost = ops.stop_gradient(ops.cast(cost, "float32"))
     valid = ops.cast(valid, "bool")
+    args = [cost, valid]
+    if problems is not None:
+        args.append(ops.cast(problems, "int32"))
+    host = functools.partial(match_numpy, messages=tuple(messages))
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
         shape = jax.ShapeDtypeStruct((cost.shape[0], cost.shape[2]), np.int32)
-        return jax.pure_callback(match_numpy, shape, cost, valid)
+        return jax.pure_callback(host, shape, *args)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        result = tf.numpy_function(match_numpy, [cost, valid], tf.int32, stateful=False)
+        result = tf.numpy_function(host, args, tf.int32, stateful=False)
         result.set_shape((cost.shape[0], cost.shape[2]))
         return result
     if backend == "torch":
         import torch
 
-        result = match_numpy(cost.detach().cpu().numpy(), valid.detach().cpu().numpy())
+        result = host(*(a.detach().cpu().numpy() for a in args))
         return torch.as_tensor(result, device=cost.device)
-    return ops.convert_to_tensor(match_numpy(ops.convert_to_numpy(cost), ops.convert_to_numpy(valid)))
+    return ops.convert_to_tensor(host(*(ops.convert_to_numpy(a) for a in args)))

@@ -158,16 +158,91 @@ def test_instances_without_a_segment_skip_the_mask_losses():
     assert float(terms["bbox"]) == pytest.approx(5 * 0.15, rel=1e-5)  # boxes still train
 
 
-def test_empty_boxes_count_as_padding_and_no_slot_is_an_error():
+def test_padding_may_hold_anything_and_no_slot_is_an_error():
     y_true, y_pred = one_prompt()
-    y_true["valid"][:] = 1.0  # the second slot's box is empty: still padding
+    expected = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    y_true["boxes"][0, 1] = np.nan  # padding slots are never read
+    y_true["masks"][0, 1] = np.nan
     terms = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
-    assert float(terms["bbox"]) == pytest.approx(5 * 0.15, rel=1e-5)
+    for name, value in expected.items():
+        assert float(terms[name]) == pytest.approx(float(value), rel=1e-6), name
     empty = {"boxes": np.zeros((1, 0, 4), "float32"), "valid": np.zeros((1, 0), "float32")}
     with pytest.raises(ValueError, match="G >= 1"):
         SAM3Loss(mask_weight=0, dice_weight=0, semantic_weight=0, semantic_dice_weight=0)(
             to_tensors(empty), to_tensors(y_pred)
         )
+
+
+def _cxcywh(y):
+    # A box right of its own width: as xyxy, cx > w reads as x1 > x2.
+    y["boxes"][0, 0] = [0.6, 0.5, 0.8, 0.9]
+    b = y["boxes"]
+    y["boxes"] = np.concatenate([(b[..., :2] + b[..., 2:]) / 2, b[..., 2:] - b[..., :2]], -1)
+
+
+def _pixels(y):
+    y["boxes"] = y["boxes"] * 1008
+
+
+def _nan_box(y):
+    y["boxes"][0, 0, 0] = np.nan
+
+
+def _masks_255(y):
+    y["masks"] = y["masks"] * 255
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (_cxcywh, r"1 valid ground-truth boxes have x2 <= x1 or y2 <= y1.*\(cx, cy, w, h\)"),
+        (_pixels, r"1 valid ground-truth boxes lie outside \[0, 1\].*divide pixel boxes"),
+        (_nan_box, "1 valid ground-truth boxes are not finite"),
+        (_masks_255, r"2 mask values of valid instances lie outside \[0, 1\].*not 0 / 255"),
+    ],
+)
+def test_target_values_that_would_train_silently_wrong_are_named(corrupt, message):
+    """Checked in the matching's host call, so inside compiled steps too
+    (tests/models/test_fit.py)."""
+    y_true, y_pred = one_prompt()
+    corrupt(y_true)
+    with pytest.raises(ValueError, match=message):
+        SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda y: tuple(y.values()), TypeError, "targets are a dict"),
+        (lambda y: {k: v for k, v in y.items() if k != "valid"}, ValueError, r"lack \['valid'\]"),
+        (lambda y: {**y, "mask_vaild": y["valid"]}, ValueError, r"Unknown SAM3Loss target keys \['mask_vaild'\]"),
+        (lambda y: {**y, "valid": y["valid"][0]}, ValueError, r"'valid' must be \(B, G\)"),
+        (lambda y: {**y, "masks": y["masks"][:, :1]}, ValueError, r"'masks' must be \(B, G, Hm, Wm\)"),
+        (lambda y: {**y, "boxes": y["boxes"][..., :2]}, ValueError, r"'boxes' must be \(B, G, 4\)"),
+    ],
+)
+def test_target_structure_is_checked(change, error, message):
+    y_true, y_pred = one_prompt()
+    y_true = change(y_true)
+    tensors = to_tensors(y_true) if isinstance(y_true, dict) else tuple(ops.convert_to_tensor(v) for v in y_true)
+    with pytest.raises(error, match=message):
+        SAM3Loss(pad_num_queries=2).compute(tensors, to_tensors(y_pred))
+
+
+def test_box_only_instances_are_not_semantic_background():
+    """A box-only instance (mask_valid 0) leaves its prompt's union unknown:
+    that prompt gets no semantic loss, rather than one that calls the
+    object's region background."""
+    y_true, y_pred = one_prompt()
+    y_true["valid"][:] = 1.0
+    y_true["boxes"][0, 1] = [0.6, 0.6, 0.9, 0.9]
+    y_true["mask_valid"] = np.array([[1.0, 0.0]], "float32")
+    terms = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    assert float(terms["semantic"]) == 0.0 and float(terms["semantic_dice"]) == 0.0
+    assert float(terms["mask"]) > 0.0  # the masked instance still trains its mask
+    y_true["mask_valid"][:] = 1.0
+    terms = SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    assert float(terms["semantic"]) > 0.0
 
 
 def test_hard_targets_for_training_from_scratch():
