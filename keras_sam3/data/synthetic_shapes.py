@@ -261,11 +261,24 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         steps: int. Batches per epoch. Defaults to `100`.
         seed: int. Defaults to `0`.
         offset: int. Index of the first batch in the stream. Defaults to `0`.
+        workers, use_multiprocessing, max_queue_size: `keras.utils.PyDataset`'s.
         **generator_kwargs: passed to `ShapesGenerator`.
     """
 
-    def __init__(self, preprocessor, batch_size=8, steps=100, seed=0, offset=0, **generator_kwargs):
-        super().__init__()
+    def __init__(
+        self,
+        preprocessor,
+        batch_size=8,
+        steps=100,
+        seed=0,
+        offset=0,
+        workers=1,
+        use_multiprocessing=False,
+        max_queue_size=10,
+        **generator_kwargs,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        ShapesGenerator(**generator_kwargs)  # unknown arguments fail here, not at the first batch
         self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.steps = steps

@@ -227,6 +227,13 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if loss is None or (isinstance(loss, str) and loss == "auto"):
             loss = SAM3Loss()
         self._sam3_loss = loss if isinstance(loss, SAM3Loss) else None
+        if self._sam3_loss is not None and (metrics or kwargs.get("weighted_metrics")):
+            raise ValueError(
+                "Keras metrics do not apply with SAM3Loss: its targets are each prompt's "
+                "instances, not matched to the model's queries. Measure with "
+                "keras_sam3.metrics.ConceptSegmentationEvaluator (cgF1, pmF1, IL_MCC, mIoU; "
+                "tools/evaluate_embedded.py shows how)."
+            )
         self.backbone.freeze_unread_levels()  # trainable variables are fixed here
         if self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
             jit_compile = False
@@ -250,22 +257,42 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    @staticmethod
+    def _require_model_ready(x, method):
+        """`fit` and friends take the preprocessor's output, not raw images
+        and prompts (preprocessing is host-side Python, outside the step)."""
+        if isinstance(x, (tuple, list)) and len(x) >= 1:
+            x = x[0]  # validation_data=(x, y)
+        if isinstance(x, dict) and ("prompts" in x or "token_ids" not in x):
+            raise ValueError(
+                f"`{method}` got the keys {sorted(x)}. Give model-ready inputs: the "
+                "preprocessor's output (`x, _ = segmenter.preprocessor(images, prompts, boxes)`: "
+                "images scaled to [-1, 1], token_ids, padding_mask, boxes, box_labels) or a "
+                "keras_sam3.data dataset. `predict` and `segment` take raw images and prompts."
+            )
+
     def fit(self, x=None, y=None, **kwargs):
         """Keras' `fit` on model-ready inputs (for example a
         `keras_sam3.data.SyntheticShapesDataset`, a `PyDataset`, a
         `tf.data.Dataset`, a generator or arrays). keras-hub's tf.data
         preprocessing path is bypassed: preprocessing is host-side Python."""
+        self._require_model_ready(x, "fit")
+        if kwargs.get("validation_data") is not None:
+            self._require_model_ready(kwargs["validation_data"], "fit's validation_data")
         return keras.Model.fit(self, x, y, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
+        self._require_model_ready(x, "evaluate")
         return keras.Model.evaluate(self, x, y, **kwargs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
         """Keras' `train_on_batch` on model-ready inputs and a target dict
         (keras-hub's converts `y` to one tensor, which a dict is not)."""
+        self._require_model_ready(x, "train_on_batch")
         return keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        self._require_model_ready(x, "test_on_batch")
         return keras.Model.test_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -64,6 +64,16 @@ def test_batches_are_reproducible_and_model_ready():
     assert not np.array_equal(x["images"], x3["images"])
 
 
+def test_pydataset_options_go_to_keras_and_unknown_ones_fail_at_once():
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(shapes_tokenizer(), SAM3ImageConverter(64))
+    data = SyntheticShapesDataset(preprocessor, batch_size=2, steps=2, image_size=64, workers=2, max_queue_size=3)
+    assert data.workers == 2 and data.max_queue_size == 3
+    x, _ = data[0]
+    assert x["images"].shape == (2, 64, 64, 3)
+    with pytest.raises(TypeError, match="no_such_option"):
+        SyntheticShapesDataset(preprocessor, image_size=64, no_such_option=1)
+
+
 def test_hard_negatives_are_absent_near_misses():
     # (That the default stream is unchanged, tests/test_embedded_preset.py
     # shows: its held-out figures come from it.)

@@ -1,5 +1,7 @@
 """`fit` with SAM3Loss on the tiny configuration, on every backend."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -162,6 +164,45 @@ def test_save_load_and_continue_training(tmp_path):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5, err_msg=a.path)
 
 
+@pytest.mark.parametrize("mode", ["frozen_encoders", "lora"])
+def test_frozen_and_lora_models_reload_as_they_were_saved(tmp_path, mode):
+    """The components' configs rebuild their sub-layers trainable: the
+    backbone's `training_state` brings back what was frozen and which layers
+    carry LoRA, so the optimizer state fits and training goes on as before."""
+    segmenter = training_segmenter()
+    if mode == "lora":
+        segmenter.backbone.enable_lora(2)
+    else:
+        segmenter.freeze_encoders()
+    segmenter.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-3), loss=SAM3Loss(pad_num_queries=5))
+    x, y = training_batch(segmenter)
+    segmenter.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    path = str(tmp_path / "segmenter.keras")
+    segmenter.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras skipping an optimizer state that no longer fits
+        restored = keras.saving.load_model(path)
+    names = lambda model: [v.path for v in model.trainable_variables]  # noqa: E731
+    assert names(restored) == names(segmenter)
+    assert len(names(segmenter)) < len(segmenter.weights)
+    assert int(restored.optimizer.iterations) == 2
+    for a, b in zip(segmenter.optimizer.variables, restored.optimizer.variables):
+        if "lora_kernel" not in a.path:  # LoRA comes back merged into the kernel (below)
+            np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)
+    np.testing.assert_allclose(loss_value(segmenter, x, y), loss_value(restored, x, y), rtol=1e-5)
+    # The frozen weights stay put (dropout's random-generator states move).
+    frozen = [v for v in restored.non_trainable_variables if "seed_generator" not in v.path]
+    frozen_before = {v.path: np.array(v) for v in frozen}
+    restored.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for v in frozen:
+        np.testing.assert_array_equal(np.array(v), frozen_before[v.path], err_msg=v.path)
+    if mode == "lora":
+        # Keras saves the adapters merged into the kernel; after loading they
+        # start again from B = 0 (same outputs) and still train.
+        moved = [v.path for v in restored.trainable_variables if "lora_kernel_b" in v.path and np.any(np.array(v))]
+        assert moved
+
+
 def test_lora_trains_only_the_adapters():
     segmenter = training_segmenter()
     segmenter.backbone.enable_lora(2)
@@ -174,6 +215,22 @@ def test_lora_trains_only_the_adapters():
     x, y = training_batch(segmenter)
     history = segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_bad_target_values_stop_the_compiled_step():
+    """The value checks run in the matching's host call: inside `jit`,
+    `tf.function` and PyTorch's step alike."""
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    valid = np.argwhere(y["valid"] > 0)[0]
+    y["boxes"][tuple(valid)] = y["boxes"][tuple(valid)][[2, 3, 0, 1]]  # x2 < x1, y2 < y1
+    with pytest.raises(Exception, match=r"x2 <= x1 or y2 <= y1"):
+        segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    with pytest.raises(Exception, match="Give model-ready inputs"):
+        segmenter.fit({"images": [np.zeros((20, 20, 3), "uint8")], "prompts": ["a"]}, y, verbose=0)
+    with pytest.raises(ValueError, match="Keras metrics do not apply with SAM3Loss"):
+        segmenter.compile(metrics=["mae"])
 
 
 def test_sample_weights_are_refused():
