@@ -78,6 +78,17 @@ def output_stems(paths):
     return stems
 
 
+def tracker_checkpoint(preset):
+    """The Hugging Face checkpoint `preset` names, for clicks; None for a
+    Keras preset, which holds the concept model only (no tracker)."""
+    from keras_sam3.presets import resolve_preset_name
+
+    source = resolve_preset_name(preset)
+    if source.startswith("kaggle://") or os.path.isfile(os.path.join(source, "metadata.json")):
+        return None
+    return source
+
+
 def segment_clicks(tracker, path, points, labels, box, log):
     """The tracker's best mask for the clicks (and box) on one image."""
     image = load_image(path)
@@ -161,6 +172,15 @@ def main(argv=None):
         parser.error("give at least one --prompt, --box or --point")
     if args.point and (args.prompt or len(args.box) > 1):
         parser.error("clicks (--point) take at most one --box and no --prompt")
+    if args.point and args.box and args.box[0][1] != 1:
+        parser.error("clicks (--point) take one positive --box (x1,y1,x2,y2); the tracker has no negative boxes")
+    if args.point:
+        click_source = tracker_checkpoint(args.preset)
+        if click_source is None:
+            parser.error(
+                f"clicks (--point) need a Hugging Face SAM 3 checkpoint with the tracker (a directory "
+                f"or an hf:// id such as hf://facebook/sam3); {args.preset!r} is a Keras concept preset"
+            )
 
     start = time.time()
 
@@ -174,9 +194,8 @@ def main(argv=None):
     log(f"loading {args.preset}")
     if args.point:
         from keras_sam3.models.visual_segmenter import SAM3PromptableVisualImageSegmenter
-        from keras_sam3.presets import resolve_preset_name
 
-        segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint(resolve_preset_name(args.preset))
+        segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint(click_source)
     else:
         from keras_sam3.models.segmenter import SAM3PromptableConceptImageSegmenter
 

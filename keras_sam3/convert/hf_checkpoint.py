@@ -15,7 +15,8 @@ class HFCheckpoint:
     layout, whose detector keys carry a `detector_model.` prefix and whose
     config nests the detector under `detector_config`. `tensors` holds the
     detector keys without that prefix; `other_tensors` holds the rest
-    (`tracker_model.*`, `tracker_neck.*`).
+    (`tracker_model.*`, `tracker_neck.*`); `file_tensors` every key as the
+    file names it.
     """
 
     def __init__(self, directory):
@@ -37,6 +38,7 @@ class HFCheckpoint:
     def _set(self, config, raw):
         self.full_config = config
         self.config = config.get("detector_config") or config
+        self.file_tensors = raw
         prefixed = any(k.startswith(DETECTOR_PREFIX) for k in raw)
         self.tensors, self.other_tensors = {}, {}
         for key, value in raw.items():

@@ -7,11 +7,15 @@ missing or mis-shaped, raises an error that names it.
 
 import re
 
+import keras
+import numpy as np
+
 from keras_sam3.convert.hf_checkpoint import HFCheckpoint
 from keras_sam3.convert.rename import MASK_DECODER_RULES
 from keras_sam3.convert.rename import TEXT_ENCODER_RULES
 from keras_sam3.convert.rename import VISION_ENCODER_RULES
 from keras_sam3.convert.rename import load_weights
+from keras_sam3.convert.rename import weight_map
 
 # (pattern over the file's keys, reason). Detector keys are matched without
 # their `detector_model.` prefix.
@@ -187,24 +191,50 @@ def convert_text_encoder(directory, dtype=None):
     return encoder
 
 
-TRACKER_PREFIXES = {"tracker_model.": "", "tracker_neck.": "vision_encoder.neck."}
+# File keys -> `Sam3TrackerModel` names, applied in order, as transformers'
+# own loading renames them (its conversion mapping "sam3_tracker"). Layouts:
+# facebook/sam3 (`detector_model.*`, `tracker_model.*`, `tracker_neck.*`;
+# the detector's ViT is the tracker's), transformers 5.23's
+# `Sam3VideoModel.save_pretrained` (`tracker_model.tracker_model.*`) and
+# `Sam3TrackerModel.save_pretrained` (`tracker_model.detector_model.vision_encoder.backbone.*`,
+# `tracker_model.tracker_neck.*`, `tracker_model.*`).
+TRACKER_RENAMES = [
+    (r"^tracker_model\.tracker_model\.", "tracker_model."),
+    (r"^(tracker_model\.)?detector_model\.vision_encoder\.backbone\.", "vision_encoder.backbone."),
+    (r"^(tracker_model\.)?tracker_neck\.", "vision_encoder.neck."),
+    (r"^tracker_model\.", ""),
+]
+TRACKER_FILE_PREFIXES = ("tracker_model.", "tracker_neck.", "detector_model.")
 
 
 def tracker_tensors(checkpoint):
-    """The tracker's tensors under `Sam3TrackerModel` names, from either a
-    full facebook/sam3 checkpoint (the detector's ViT is shared) or a
-    standalone `Sam3TrackerModel` directory."""
-    if not checkpoint.other_tensors:  # standalone: names are already the tracker's
-        return dict(checkpoint.tensors)
-    tensors = {k: v for k, v in checkpoint.tensors.items() if k.startswith("vision_encoder.backbone.")}
-    for key, value in checkpoint.other_tensors.items():
-        # facebook/sam3 writes `tracker_model.x`; transformers 5.23's
-        # `Sam3VideoModel.save_pretrained` writes `tracker_model.tracker_model.x`.
-        if key.startswith("tracker_model.tracker_model."):
-            key = key[len("tracker_model.") :]
-        for prefix, replacement in TRACKER_PREFIXES.items():
-            if key.startswith(prefix):
-                tensors[replacement + key[len(prefix) :]] = value
+    """The tracker's tensors under `Sam3TrackerModel` names, from a full
+    facebook/sam3 checkpoint, a `Sam3TrackerModel.save_pretrained`
+    directory or one already named as the tracker's modules.
+
+    In the prefixed layouts a key under none of `TRACKER_FILE_PREFIXES`
+    raises; the concept detector's own keys (`detector_model.*` but its ViT)
+    are not the tracker's and are left out.
+    """
+    raw = checkpoint.file_tensors
+    if not any(k.startswith(TRACKER_FILE_PREFIXES) for k in raw):
+        return dict(raw)  # names are already the tracker's
+    unknown = sorted(k for k in raw if not k.startswith(TRACKER_FILE_PREFIXES))
+    if unknown:
+        raise ValueError(
+            "Unexpected tensors in the checkpoint (none of "
+            f"{', '.join(TRACKER_FILE_PREFIXES)}):\n  " + "\n  ".join(unknown)
+        )
+    tensors = {}
+    for key, value in raw.items():
+        if key.startswith("detector_model.") and not key.startswith("detector_model.vision_encoder.backbone."):
+            continue  # the concept detector's
+        name = key
+        for pattern, replacement in TRACKER_RENAMES:
+            name = re.sub(pattern, replacement, name)
+        if name in tensors:
+            raise ValueError(f"Two checkpoint tensors are the tracker's {name}; {key} is one.")
+        tensors[name] = value
     return tensors
 
 
@@ -214,6 +244,38 @@ TRACKER_IGNORED = [
     (r"^(no_memory_positional_encoding|no_object_pointer|occlusion_spatial_embedding_parameter)$",
      "video memory state: not used on single images"),
 ]
+
+
+# The shared ViT's variable paths -> checkpoint keys (VISION_ENCODER_RULES
+# without the vision encoder's `backbone/`).
+SHARED_VIT_RULES = [
+    (r"^patch_embeddings/kernel$", "embeddings/patch_embeddings/projection/kernel"),
+    (r"^position_embeddings$", "embeddings/position_embeddings"),
+]
+
+
+def _check_shared_vit(vit, tensors):
+    """Raises unless `vit` holds the checkpoint's ViT. Compares the patch
+    embedding and every vector (norms, biases): a few MB even for SAM 3's
+    ViT, and any other checkpoint differs there."""
+    differ = []
+    for key, variable, transform in weight_map(vit, SHARED_VIT_RULES, "vision_encoder.backbone."):
+        if len(variable.shape) > 1 and not key.endswith("patch_embeddings.projection.weight"):
+            continue
+        if key not in tensors:
+            differ.append(f"{key} (missing from the checkpoint)")
+            continue
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        expected = transform(np.asarray(tensors[key])).astype(dtype).astype("float32")
+        actual = keras.ops.convert_to_numpy(variable).astype("float32")
+        if expected.shape != actual.shape or not np.array_equal(expected, actual):
+            differ.append(key)
+    if differ:
+        raise ValueError(
+            "The shared ViT (concept_segmenter's) does not hold this checkpoint's ViT; it "
+            "differs at:\n  " + "\n  ".join(differ) + "\nLoad the concept segmenter from "
+            "the same checkpoint, or leave concept_segmenter out."
+        )
 
 
 def build_tracker(config, add_no_memory_embedding=True, dtype=None, vit=None):
@@ -278,6 +340,7 @@ def convert_tracker(directory, add_no_memory_embedding=True, dtype=None, vit=Non
     if vit is None:
         loaded += load_weights(tracker.vision_encoder, tensors, VISION_ENCODER_RULES, "vision_encoder.")
     else:  # the shared trunk is loaded already: only the tracker's neck
+        _check_shared_vit(vit, tensors)
         loaded += load_weights(tracker.vision_encoder.neck, tensors, [], "vision_encoder.neck.")
         loaded += [k for k in tensors if k.startswith("vision_encoder.backbone.")]
     loaded += load_weights(tracker.prompt_encoder, tensors, TRACKER_PROMPT_ENCODER_RULES, "prompt_encoder.")
@@ -288,7 +351,14 @@ def convert_tracker(directory, add_no_memory_embedding=True, dtype=None, vit=Non
     ):
         if name not in tensors:
             raise ValueError(f"Cannot load the tracker: missing tensor {name}")
-        variable.assign(tensors[name])
+        value = np.asarray(tensors[name])
+        if tuple(value.shape) != tuple(variable.shape):
+            key = next(k for k, v in checkpoint.file_tensors.items() if v is tensors[name])
+            raise ValueError(
+                f"Cannot load the tracker: mis-shaped tensor {key}: checkpoint "
+                f"{tuple(value.shape)}, {variable.path} expects {tuple(variable.shape)}"
+            )
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
         loaded.append(name)
     unexpected = [
         k for k in tensors

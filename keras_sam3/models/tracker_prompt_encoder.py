@@ -106,6 +106,9 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         self.num_point_embeddings = num_point_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
         self.grid_size = image_size // patch_size
+        # Clicks and boxes stay float32 until normalized (`embed_points`), so
+        # `__call__` must not cast them to a bfloat16 compute dtype first.
+        self._convert_input_args = False
         policy = self.dtype_policy
         self.point_embed = Embedding(
             num_point_embeddings, hidden_dim, dtype=policy, name="point_embed"
@@ -131,9 +134,13 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         self.built = True
 
     def fourier_encode(self, coords, matrix=None):
-        """`(..., 2)` in [0, 1] -> `(..., D)` `[sin, cos]` of `2 pi (2 c - 1) @ G`."""
+        """`(..., 2)` in [0, 1] -> `(..., D)` `[sin, cos]` of `2 pi (2 c - 1) @ G`.
+
+        `2 c - 1` is taken in `coords`' dtype, then cast to the compute dtype
+        (as the reference does with float32 clicks).
+        """
         matrix = self.positional_embedding if matrix is None else matrix
-        coords = 2.0 * coords - 1.0
+        coords = ops.cast(2.0 * coords - 1.0, self.compute_dtype)
         projected = ops.matmul(coords, ops.cast(matrix, coords.dtype))
         projected = 2.0 * math.pi * projected
         return ops.concatenate([ops.sin(projected), ops.cos(projected)], axis=-1)
@@ -151,7 +158,8 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         return ops.broadcast_to(ops.cast(layer.embeddings[0], like.dtype), ops.shape(like))
 
     def embed_points(self, points, labels, pad):
-        points = ops.cast(points, self.compute_dtype) + 0.5  # pixel centers
+        # Normalized in float32: in bfloat16 a click at ~1000 px would move by up to 2 px.
+        points = ops.cast(points, "float32") + 0.5  # pixel centers
         labels = ops.cast(labels, "int32")
         if pad:
             # (B, P, N, 2) -> (B, P, N + 1, 2): a (0, 0) point labelled -1.
@@ -165,7 +173,7 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
         return encoded + kind * ops.cast(label >= 0, encoded.dtype)
 
     def embed_boxes(self, boxes):
-        boxes = ops.cast(boxes, self.compute_dtype) + 0.5
+        boxes = ops.cast(boxes, "float32") + 0.5  # normalized in float32, as points
         # (B, P, 4) -> (B, P, 2, 2): the two corners.
         corners = ops.reshape(boxes, ops.shape(boxes)[:-1] + (2, 2))
         encoded = self.fourier_encode(corners / self.image_size)

@@ -90,6 +90,18 @@ class SAM3PromptableVisualImageSegmenter:
             raise ValueError("Point and box coordinates must be finite.")
         return xy * np.array([scale / width, scale / height], "float32")
 
+    def _mask_input(self, mask_logits):
+        """`(4h, 4w)` or `(1, 4h, 4w)` logits -> the tracker's `(1, 4h, 4w, 1)`."""
+        side = 4 * self.tracker.prompt_encoder.grid_size
+        logits = np.asarray(mask_logits, "float32")
+        if logits.shape not in ((side, side), (1, side, side)):
+            raise ValueError(
+                f"mask_logits are one mask's low-resolution logits, ({side}, {side}) or "
+                f"(1, {side}, {side}) (one of a previous round's `low_res_logits`); got "
+                f"shape {logits.shape}."
+            )
+        return logits.reshape(1, side, side, 1)
+
     def segment_encoded(
         self, encoding, points=None, labels=None, box=None, mask_logits=None, multimask_output=True
     ):
@@ -100,7 +112,9 @@ class SAM3PromptableVisualImageSegmenter:
             points: list of `(x, y)` pixels of the original image.
             labels: per point 1 (positive) or 0 (negative); default all 1.
             box: `(x1, y1, x2, y2)` pixels of the original image.
-            mask_logits: `(4h, 4w)` low-resolution logits of a previous round.
+            mask_logits: `(4h, 4w)` or `(1, 4h, 4w)` low-resolution logits of
+                one mask of a previous round (`low_res_logits[k]`, or the whole
+                `low_res_logits` of a `multimask_output=False` round).
             multimask_output: bool. Three candidate masks, or the best one.
 
         Returns:
@@ -110,21 +124,29 @@ class SAM3PromptableVisualImageSegmenter:
         """
         size = encoding.original_size
         kwargs = {}
-        if points is not None and len(points):
-            xy = self._to_model_pixels(points, size).reshape(1, 1, -1, 2)
-            if labels is None:
-                labels = np.ones(xy.shape[2], "int32")
+        xy = None
+        if points is not None and np.size(points):
+            xy = self._to_model_pixels(points, size).reshape(-1, 2)
+        num_points = 0 if xy is None else len(xy)
+        if labels is not None:
             labels = np.asarray(labels).reshape(-1)
-            if len(labels) != xy.shape[2] or not np.all(np.isin(labels, (0, 1))):
-                raise ValueError(f"Give one label, 1 or 0, per point; got {labels.tolist()}.")
-            kwargs.update(points=xy, labels=labels.astype("int32").reshape(1, 1, -1))
+            if len(labels) != num_points or not np.all(np.isin(labels, (0, 1))):
+                raise ValueError(
+                    f"Give one label, 1 or 0, per point; got {len(labels)} label(s) "
+                    f"{labels.tolist()} for {num_points} point(s)."
+                )
+        if num_points:
+            if labels is None:
+                labels = np.ones(num_points, "int32")
+            # (N, 2) -> (B=1, P=1, N, 2)
+            kwargs.update(points=xy.reshape(1, 1, -1, 2), labels=labels.astype("int32").reshape(1, 1, -1))
         if box is not None:
             corners = np.asarray(box, "float32").reshape(2, 2)
             if np.any(corners[1] <= corners[0]):
                 raise ValueError(f"A box is (x1, y1, x2, y2) with x2 > x1 and y2 > y1; got {box}.")
             kwargs["boxes"] = self._to_model_pixels(corners, size).reshape(1, 1, 4)
         if mask_logits is not None:
-            kwargs["masks"] = np.asarray(mask_logits, "float32")[None, :, :, None]
+            kwargs["masks"] = self._mask_input(mask_logits)
         out = self.tracker.decode(encoding.features, multimask_output=multimask_output, **kwargs)
         out = {k: ops.convert_to_numpy(v) for k, v in out.items()}
         low_res = out["masks"].astype("float32")[0, 0]  # (K, 4h, 4w)

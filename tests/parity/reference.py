@@ -173,3 +173,42 @@ def make_reference_video_checkpoint(directory, image_size=112, seed=0, text_voca
     tensors = {("tracker_model." + k[len(double):] if k.startswith(double) else k): v for k, v in tensors.items()}
     save_file(tensors, path, metadata={"format": "pt"})
     return str(directory)
+
+
+# The tracker's modules in a saved file (facebook/sam3, `Sam3VideoModel` or
+# `Sam3TrackerModel` layout), not the detector's (`detector_model.*`).
+_TRACKER_KEYS = r"^(tracker_model\.)?(prompt_encoder\.|mask_decoder\.|tracker_neck\.|no_memory_embedding$)"
+
+
+def sharpen_tracker_checkpoint(directory, factor=12.0):
+    """Multiplies the saved tracker's matrices (prompt encoder, mask
+    decoder, neck, no-memory embedding; not the Fourier matrices) by `factor`.
+
+    With transformers' default init (0.02) the tracker's mask logits are
+    ~0.005 and moving a click changes them by ~1e-6, below any tolerance;
+    at 12x they reach ~30 and a prompt change moves them by ~1, so a parity
+    test can tell a wrong prompt from a right one.
+    """
+    import re
+
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    path = os.path.join(str(directory), "model.safetensors")
+    tensors = load_file(path)
+    for key, value in tensors.items():
+        if re.match(_TRACKER_KEYS, key) and value.ndim >= 2 and "positional_embedding" not in key:
+            tensors[key] = value * np.asarray(factor, value.dtype)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return str(directory)
+
+
+def make_reference_tracker_checkpoint(directory, image_size=112, seed=0):
+    """Saves a tiny `Sam3TrackerModel` (sharpened) with its own
+    `save_pretrained` and returns the directory."""
+    torch.manual_seed(seed)
+    config = tiny_sam3_video_config(image_size).tracker_config
+    model = transformers.Sam3TrackerModel(config).eval()
+    perturb_constant_parameters(model, seed=seed)
+    save_reference(model, directory)
+    return sharpen_tracker_checkpoint(directory)

@@ -1,14 +1,21 @@
 """The whole tracker on images against the reference `Sam3TrackerModel`,
-both loaded from one tiny checkpoint in the facebook/sam3 layout.
+both loaded from one tiny checkpoint in the facebook/sam3 layout (and in
+`Sam3TrackerModel.save_pretrained`'s). The tracker's weights are sharpened
+(`sharpen_tracker_checkpoint`) so that a wrong prompt fails the tolerance.
 
 `add_no_memory_embedding=False` is the reference's behaviour (its
 no-memory embedding lands on a dropped level, spec 15.3); the default adds
 it as Meta's model does, which must then differ.
 """
 
+import re
+import shutil
+
 import keras
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
+from safetensors.numpy import save_file
 
 from keras_sam3.convert.hf_to_keras import convert_tracker
 from tests.parity import reference as ref_lib
@@ -22,12 +29,13 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     directory = ref_lib.make_reference_video_checkpoint(tmp_path_factory.mktemp("sam3_video"), seed=6)
+    ref_lib.sharpen_tracker_checkpoint(directory)
     reference, info = transformers.Sam3TrackerModel.from_pretrained(directory, output_loading_info=True)
     assert not info["missing_keys"], info["missing_keys"]  # the reference really loaded the file
     reference.eval()
     ours, loaded = convert_tracker(directory, add_no_memory_embedding=False)
     meta, _ = convert_tracker(directory)
-    return reference, ours, meta, loaded
+    return reference, ours, meta, loaded, directory
 
 
 def _run_reference(reference, images, points=None, labels=None, boxes=None, masks=None, multimask=True):
@@ -49,7 +57,7 @@ def _run_reference(reference, images, points=None, labels=None, boxes=None, mask
 
 
 def _check(models, multimask=True, **prompts):
-    reference, ours, _, _ = models
+    reference, ours, *_ = models
     images = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype("float32")
     expected = _run_reference(reference, images, multimask=multimask, **prompts)
     got = ours(images, multimask_output=multimask, **prompts)
@@ -58,7 +66,7 @@ def _check(models, multimask=True, **prompts):
 
 
 def test_every_tracker_tensor_is_loaded(models):
-    *_, loaded = models
+    *_, loaded, _ = models
     assert "no_memory_embedding" in loaded
     assert any(k.startswith("vision_encoder.neck.") for k in loaded)
     assert any(k.startswith("mask_decoder.transformer.") for k in loaded)
@@ -90,9 +98,113 @@ def test_a_mask_input(models):
 
 
 def test_meta_mode_adds_the_no_memory_embedding(models):
-    _, ours, meta, _ = models
+    _, ours, meta, *_ = models
     images = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype("float32")
     points = np.array([[[[30.0, 40.0]]]], "float32")
     a = keras.ops.convert_to_numpy(ours(images, points=points)["masks"])
     b = keras.ops.convert_to_numpy(meta(images, points=points)["masks"])
     assert np.abs(a - b).max() > 1e-3 * max(1.0, np.abs(a).max())
+
+
+def test_a_prompt_change_moves_the_reference_far_above_the_tolerance(models):
+    reference = models[0]
+    images = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype("float32")
+    points = np.array([[[[30.0, 40.0], [70.0, 20.0]]]], "float32")
+    labels = np.array([[[1, 0]]], "int32")
+    base = _run_reference(reference, images, points, labels)["masks"]
+    tolerance = TOL * max(1.0, np.abs(base).max())
+    for changed in (
+        _run_reference(reference, images, points[..., ::-1].copy(), labels),  # x <-> y
+        _run_reference(reference, images, points, 1 - labels),  # labels flipped
+    ):
+        assert np.abs(changed["masks"] - base).max() > 100 * tolerance
+
+
+def _copy_with(directory, target, change):
+    """A copy of the checkpoint `directory` whose tensors pass through `change`."""
+    shutil.copytree(directory, target)
+    path = str(target / "model.safetensors")
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return str(target)
+
+
+def test_sam3_tracker_model_save_pretrained_layout(tmp_path):
+    directory = ref_lib.make_reference_tracker_checkpoint(tmp_path / "tracker", seed=7)
+    keys = load_file(directory + "/model.safetensors")
+    assert any(k.startswith("tracker_model.detector_model.vision_encoder.backbone.") for k in keys)
+    assert any(k.startswith("tracker_model.tracker_neck.") for k in keys)
+    reference, info = transformers.Sam3TrackerModel.from_pretrained(directory, output_loading_info=True)
+    assert not info["missing_keys"], info["missing_keys"]
+    ours, loaded = convert_tracker(directory, add_no_memory_embedding=False)
+    assert "no_memory_embedding" in loaded
+    points = np.array([[[[30.0, 40.0], [70.0, 20.0]]]], "float32")
+    _check((reference.eval(), ours), points=points, labels=np.array([[[1, 0]]], "int32"))
+
+
+def test_an_unknown_key_is_named(tmp_path, models):
+    extra = {"memory_bank.weight": np.zeros((2, 2), "float32")}
+    directory = _copy_with(models[-1], tmp_path / "extra", lambda t: t.update(extra))
+    with pytest.raises(ValueError, match=r"memory_bank\.weight"):
+        convert_tracker(directory)
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("tracker_model.no_memory_embedding", "(1, 1, 16)"),
+        ("tracker_model.shared_image_embedding.positional_embedding", "(2, 8)"),
+    ],
+)
+def test_a_misshaped_tensor_is_named_with_both_shapes(tmp_path, models, key, expected):
+    def change(tensors):
+        tensors[key] = np.zeros((3, 5), "float32")
+
+    directory = _copy_with(models[-1], tmp_path / "shape", change)
+    message = re.escape(f"{key}: checkpoint (3, 5), ") + ".* expects " + re.escape(expected)
+    with pytest.raises(ValueError, match=message):
+        convert_tracker(directory)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "detector_model.vision_encoder.backbone.embeddings.patch_embeddings.projection.weight",
+        "detector_model.vision_encoder.backbone.layers.2.layer_norm1.bias",
+    ],
+)
+def test_a_shared_vit_from_another_checkpoint_is_refused(tmp_path, models, key):
+    from keras_sam3.convert.hf_to_keras import convert_vision_encoder
+
+    directory = models[-1]
+    vit = convert_vision_encoder(directory).backbone
+    tracker, _ = convert_tracker(directory, vit=vit)  # the same checkpoint: shared
+    assert tracker.vision_encoder.backbone is vit
+
+    def change(tensors):
+        tensors[key] = tensors[key] + np.float32(0.01)
+
+    other = _copy_with(directory, tmp_path / "other", change)
+    message = r"does not hold this checkpoint's ViT(.|\n)*" + re.escape(key.split(".", 1)[1])
+    with pytest.raises(ValueError, match=message):
+        convert_tracker(other, vit=vit)
+
+
+def test_bfloat16_clicks_are_normalized_in_float32():
+    # In bfloat16 pixels 1000 and 1001 are both 1000; normalized first (as the
+    # reference does), they stay a pixel apart.
+    from keras_sam3.models.tracker_prompt_encoder import SAM3TrackerPromptEncoder
+
+    encoder = SAM3TrackerPromptEncoder(hidden_dim=16, image_size=1008, dtype="bfloat16")
+    encoder.build()
+    seen = []
+    original = encoder.fourier_encode
+    encoder.fourier_encode = lambda coords, matrix=None: seen.append(coords) or original(coords, matrix)
+    points = np.array([[[[1000.0, 3.0]], [[1001.0, 3.0]]]], "float32")  # (B=1, P=2, N=1, 2)
+    sparse, _ = encoder(points=points, labels=np.ones((1, 2, 1), "int32"))
+    coords = keras.ops.convert_to_numpy(keras.ops.cast(seen[0], "float32"))[0, :, 0]
+    expected = [[1000.5 / 1008, 3.5 / 1008], [1001.5 / 1008, 3.5 / 1008]]
+    np.testing.assert_allclose(coords, expected, rtol=1e-6)
+    sparse = keras.ops.convert_to_numpy(keras.ops.cast(sparse, "float32"))
+    assert np.abs(sparse[0, 0] - sparse[0, 1]).max() > 0
