@@ -206,7 +206,8 @@ def test_target_values_that_would_train_silently_wrong_are_named(corrupt, messag
     (tests/models/test_fit.py)."""
     y_true, y_pred = one_prompt()
     corrupt(y_true)
-    with pytest.raises(ValueError, match=message):
+    # A ValueError on PyTorch; JAX and TensorFlow wrap it in their runtime error.
+    with pytest.raises(Exception, match=message):
         SAM3Loss(pad_num_queries=2).compute(to_tensors(y_true), to_tensors(y_pred))
 
 
