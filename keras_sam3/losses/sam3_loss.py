@@ -88,13 +88,25 @@ def _dice(logits, targets):
 
 
 def _resize(masks, size):
-    """`(B, n, h, w)` -> `(B, n, H, W)`, bilinear with half-pixel centres."""
-    if tuple(masks.shape[2:]) == tuple(size):
+    """`(B, n, h, w)` -> `(B, n, H, W)`, bilinear with half-pixel centres.
+
+    `size` may hold tensors where the targets' resolution is unknown while
+    tracing (TensorFlow retraces with such shapes when it changes between
+    batches); `keras.ops.image.resize` takes ints only, so that case calls
+    `tf.image.resize`, the op Keras' own TensorFlow resize runs.
+    """
+    static = all(isinstance(n, int) for n in size)
+    if static and tuple(masks.shape[2:]) == tuple(size):
         return masks
     batch, count, h, w = ops.shape(masks)
     # (B, n, h, w) -> (B*n, h, w, 1)
     flat = ops.reshape(masks, (-1, h, w, 1))
-    flat = ops.image.resize(flat, size, interpolation="bilinear", antialias=False)
+    if static:
+        flat = ops.image.resize(flat, size, interpolation="bilinear", antialias=False)
+    else:
+        import tensorflow as tf
+
+        flat = tf.image.resize(flat, tf.stack(size), method="bilinear", antialias=False)
     return ops.reshape(flat, (batch, count, size[0], size[1]))
 
 
@@ -389,6 +401,8 @@ class SAM3Loss:
         gt_masks = ops.cast(y_true["masks"], "float32")  # (B, G, Hm, Wm)
         gt_masks = ops.where(ops.isfinite(gt_masks), gt_masks, 0.0)  # padding may hold NaN
         size = tuple(gt_masks.shape[2:])
+        if None in size:  # TensorFlow, resolution changing between batches
+            size = tuple(ops.shape(gt_masks)[2:])
         pred_masks = ops.cast(y_pred["pred_masks"], "float32")  # (B, Q, h, w)
         batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
         h, w = pred_masks.shape[2], pred_masks.shape[3]

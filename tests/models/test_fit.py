@@ -233,6 +233,24 @@ def test_bad_target_values_stop_the_compiled_step():
         segmenter.compile(metrics=["mae"])
 
 
+def test_mask_resolution_may_change_between_batches():
+    """TensorFlow retraces such a stream with an unknown mask size."""
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            masks = y["masks"] if index % 2 == 0 else y["masks"][:, :, ::2, ::2]
+            return x, {**y, "masks": masks}
+
+    history = segmenter.fit(Batches(), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
 def test_sample_weights_are_refused():
     segmenter = training_segmenter()
     compile_for_test(segmenter)
