@@ -6,7 +6,7 @@
     python -m keras_sam3 photo.jpg --point 120,80 --point 40,30:0 --preset /path/to/hf_checkpoint
 
 Each image is encoded once and every prompt runs against that encoding.
-Clicks (`--point`, with an optional single `--box`) segment one object with
+Clicks (`--point`, with at most one positive `--box`) segment one object with
 the SAM 3 tracker and need a Hugging Face checkpoint (directory or hf://).
 Writes, per image, `<name>_overlay.png` (masks, boxes, prompt and score)
 and `<name>_instances.json` (images of the same file name from different
