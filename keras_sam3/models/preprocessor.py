@@ -153,16 +153,14 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
                 raise ValueError("A text prompt is empty; give a noun phrase or use boxes only.")
         return self.tokenizer(list(prompts))
 
-    def encode_boxes(self, boxes, box_labels, sizes, unit="image"):
-        """Per image (or concept), pixel boxes of an image of `sizes[i]` ->
-        padded normalized cxcywh boxes and labels."""
-        count = len(sizes)
-        if box_labels is not None and boxes is None:
+    def _encode_boxes(self, box_lists, box_labels, sizes, unit):
+        """`_box_lists` output and labels, per image (or concept) in pixels of
+        `sizes[i]` -> padded normalized cxcywh boxes and labels."""
+        if box_labels is not None and all(b is None for b in box_lists):
             raise ValueError("Got box_labels but no boxes.")
-        boxes = _box_lists(boxes, count, unit)
-        labels = _per_item(box_labels, count, "box label lists", unit)
+        labels = _per_item(box_labels, len(sizes), "box label lists", unit)
         normalized = []
-        for i, (b, l, size) in enumerate(zip(boxes, labels, sizes)):
+        for i, (b, l, size) in enumerate(zip(box_lists, labels, sizes)):
             if b is None or not len(b):
                 if l is not None and len(l):
                     raise ValueError(f"{unit.capitalize()} {i} has box labels {list(l)} but no boxes.")
@@ -196,7 +194,7 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
             )
         texts = [BOX_ONLY_PROMPT if t is None else t for t in texts]
         token_ids, padding_mask = self.encode_prompts(texts)
-        box_array, label_array = self.encode_boxes(boxes, box_labels, sizes, unit)
+        box_array, label_array = self._encode_boxes(box_lists, box_labels, sizes, unit)
         return token_ids, padding_mask, box_array, label_array
 
     def __call__(self, images, prompts=None, boxes=None, box_labels=None):
