@@ -52,8 +52,10 @@ Targets (`y`), a dict:
         valid instance is a negative (its concept is absent). Valid boxes
         must be finite, inside [0, 1] and have `x2 > x1`, `y2 > y1`, and
         valid masks lie in [0, 1]: otherwise `fit` stops with a message
-        (`TARGET_PROBLEMS`, checked in the step's host call). Padding slots
-        may hold anything, NaN included.
+        (`TARGET_PROBLEMS`, checked in the step's host call; on JAX the
+        loss is NaN and the segmenter's `fit` raises after the batch,
+        `keras_sam3.ops.matching`). Padding slots may hold anything, NaN
+        included.
     mask_valid: optional `(B, G)`: 0 for an instance without a segment
         (box-only annotation); mask losses skip it, boxes still train, and
         its prompt has no semantic segmentation loss (its union is unknown).
@@ -65,6 +67,7 @@ from keras import ops
 
 from keras_sam3.ops.boxes import box_iou_and_giou
 from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
+from keras_sam3.ops.matching import FAILED
 from keras_sam3.ops.matching import hungarian_match
 
 
@@ -278,15 +281,18 @@ class SAM3Loss:
         return self.cost_mask * bce + self.cost_dice * dice
 
     def match(self, logits, boxes_xyxy, gt_xyxy, valid, extra_cost=None, problems=None):
-        """One-hot assignment `(B, G, Q)` (zero rows for padding); `problems`,
-        target checks for the host call (`hungarian_match`)."""
+        """One-hot assignment `(B, G, Q)` (zero rows for padding), the matched
+        query per ground truth `(B, G)`, and whether the host call found an
+        error (JAX; elsewhere it raised). `problems`: target checks for the
+        host call (`hungarian_match`)."""
         cost = self.matching_cost(logits, boxes_xyxy, gt_xyxy)
         if extra_cost is not None:
             cost = cost + extra_cost
         index = hungarian_match(cost, valid, problems, TARGET_PROBLEMS)  # (B, G), -1 where unmatched
+        failed = ops.any(index == FAILED)
         matched = ops.cast(index >= 0, logits.dtype)
         one_hot = ops.one_hot(ops.maximum(index, 0), logits.shape[-1], dtype=logits.dtype)
-        return one_hot * matched[..., None], ops.maximum(index, 0)
+        return one_hot * matched[..., None], ops.maximum(index, 0), failed
 
     # --- terms -------------------------------------------------------------
     def _layer_terms(
@@ -294,7 +300,7 @@ class SAM3Loss:
     ):
         """Class, presence and box losses of one decoder layer."""
         # (B, G, Q), (B, G)
-        assignment, index = self.match(logits, boxes_xyxy, gt_xyxy, valid, mask_cost, problems)
+        assignment, index, failed = self.match(logits, boxes_xyxy, gt_xyxy, valid, mask_cost, problems)
         # Gathers, not one-hot matmuls: exact whatever the matmul precision.
         # (B, Q, 4) -> (B, G, 4): the query matched to each ground truth
         matched_boxes = ops.take_along_axis(
@@ -328,7 +334,7 @@ class SAM3Loss:
         )
         terms["class"] = ops.sum(per_query) / denominator
         terms["presence"] = 0.5 * ops.mean(_bce(presence[:, 0], has_gt))
-        return terms, (assignment, index)
+        return terms, (assignment, index), failed
 
     def __call__(self, y_true, y_pred):
         return self.compute(y_true, y_pred)["total"]
@@ -365,8 +371,9 @@ class SAM3Loss:
                 mask_cost = mask_cost * ops.cast(y_true["mask_valid"], "float32")[:, None, :]
 
         totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
+        failed = []
         for layer in layers:
-            terms, matches = self._layer_terms(
+            terms, matches, layer_failed = self._layer_terms(
                 all_logits[:, layer],
                 all_boxes[:, layer],
                 all_presence[:, layer],
@@ -378,6 +385,7 @@ class SAM3Loss:
                 problems,
             )
             problems = None  # checked once
+            failed.append(layer_failed)
             for name in totals:
                 totals[name] = totals[name] + terms[name]
         weighted = {
@@ -394,7 +402,10 @@ class SAM3Loss:
         if self.scale_by_batch_size:
             total = total * ops.sqrt(ops.cast(ops.shape(all_logits)[0], "float32"))
         weighted["total"] = total
-        return weighted
+        # On JAX a host call that found an error cannot raise under `jit`:
+        # the loss is NaN and `matching.raise_host_errors()` has the message.
+        failed = ops.any(ops.stack(failed))
+        return {name: ops.where(failed, float("nan"), value) for name, value in weighted.items()}
 
     def _mask_terms(self, y_true, y_pred, matches, valid, num_boxes):
         assignment, index = matches

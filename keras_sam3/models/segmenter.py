@@ -14,6 +14,8 @@ from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
 from keras_sam3.models.preprocessor import trim_prompt_padding
 from keras_sam3.ops.masks import post_process_instances
+from keras_sam3.ops.matching import clear_host_errors
+from keras_sam3.ops.matching import raise_host_errors
 
 
 def task_outputs(backbone_outputs):
@@ -257,6 +259,39 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _checks_host_errors(self):
+        """JAX with `SAM3Loss`: the matching's host call cannot raise under
+        `jit`; it records its error and the loss is NaN (`ops.matching`)."""
+        return keras.backend.backend() == "jax" and getattr(self, "_sam3_loss", None) is not None
+
+    def _with_host_error_check(self, callbacks):
+        if not self._checks_host_errors():
+            return callbacks
+        clear_host_errors()
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks.append(_RaiseHostErrors())
+            return callbacks
+        return [*(callbacks or []), _RaiseHostErrors()]
+
+    def train_step(self, *args):
+        if not self._checks_host_errors():
+            return super().train_step(*args)
+        # JAX: a step whose loss is not finite (a host-call error, see
+        # `_RaiseHostErrors`) leaves every variable as it was, as the raise in
+        # the step does on the other backends.
+        state, data = args
+        logs, new_state = super().train_step(state, data)
+        if "loss" not in logs:
+            return logs, new_state
+        import jax
+
+        failed = ~ops.isfinite(logs["loss"])
+        # Weights and optimizer state stay; the metrics record the step (its
+        # NaN loss is what `_RaiseHostErrors` reads).
+        kept = jax.tree.map(lambda new, old: jax.numpy.where(failed, old, new), new_state[:3], state[:3])
+        new_state = (*kept, new_state[3])
+        return logs, new_state
+
     @staticmethod
     def _require_model_ready(x, method):
         """`fit` and friends take the preprocessor's output, not raw images
@@ -279,21 +314,47 @@ class SAM3PromptableConceptImageSegmenter(Task):
         self._require_model_ready(x, "fit")
         if kwargs.get("validation_data") is not None:
             self._require_model_ready(kwargs["validation_data"], "fit's validation_data")
-        return keras.Model.fit(self, x, y, **kwargs)
+        kwargs["callbacks"] = self._with_host_error_check(kwargs.get("callbacks"))
+        history = keras.Model.fit(self, x, y, **kwargs)
+        if self._checks_host_errors():
+            raise_host_errors()
+        return history
 
     def evaluate(self, x=None, y=None, **kwargs):
         self._require_model_ready(x, "evaluate")
-        return keras.Model.evaluate(self, x, y, **kwargs)
+        if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation: fit's callbacks
+            kwargs["callbacks"] = self._with_host_error_check(kwargs.get("callbacks"))
+        try:
+            result = keras.Model.evaluate(self, x, y, **kwargs)
+        finally:
+            if hasattr(self, "jax_state_sync"):
+                # Keras' JAX `evaluate` detaches the weights from the
+                # variables while it runs and does not reattach them when a
+                # batch raises (its `fit` does).
+                self.jax_state_sync()
+        if self._checks_host_errors():
+            raise_host_errors()
+        return result
 
     def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
         """Keras' `train_on_batch` on model-ready inputs and a target dict
         (keras-hub's converts `y` to one tensor, which a dict is not)."""
         self._require_model_ready(x, "train_on_batch")
-        return keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+        if self._checks_host_errors():
+            clear_host_errors()
+        result = keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+        if self._checks_host_errors():
+            raise_host_errors()
+        return result
 
     def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
         self._require_model_ready(x, "test_on_batch")
-        return keras.Model.test_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+        if self._checks_host_errors():
+            clear_host_errors()
+        result = keras.Model.test_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
+        if self._checks_host_errors():
+            raise_host_errors()
+        return result
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self._sam3_loss is None:
@@ -421,3 +482,28 @@ class SAM3PromptableConceptImageSegmenter(Task):
         )
         return post_process_instances(outputs, sizes, threshold, mask_threshold)
 
+
+class _RaiseHostErrors(keras.callbacks.Callback):
+    """JAX: raises, at the end of the batch, the error the matching's host
+    call recorded in the jitted step (bad target values, non-finite
+    predictions), or a non-finite loss. The segmenter's `train_step` has
+    kept the weights of such a step. Not `async_safe`, so Keras runs it in
+    order."""
+
+    def _check(self, logs, training):
+        loss = (logs or {}).get("loss")
+        loss = None if loss is None else float(loss)  # waits for the step
+        raise_host_errors()
+        if loss is not None and not np.isfinite(loss):
+            raise ValueError(
+                "The loss is not finite"
+                + ("; the step's update was not applied" if training else "")
+                + ". Check the batch's inputs and targets"
+                + (", or lower the learning rate." if training else ".")
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, training=True)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._check(logs, training=False)

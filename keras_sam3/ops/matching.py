@@ -5,13 +5,61 @@ reached from each backend's compiled step through its own host-call
 mechanism: `jax.pure_callback` under `jit`, `tf.numpy_function` under
 `tf.function`, a plain call on PyTorch (whose train step runs eagerly). The
 result is exactly scipy's, ties included, on every backend.
+
+Errors found by the host call (bad target values, a non-finite cost) raise
+`ValueError` from the step on TensorFlow and PyTorch. JAX cannot raise from
+a `pure_callback` under `jit` (it logs the exception and goes on), so there
+the host call records the message, returns `FAILED` in every slot, and the
+caller turns that into a NaN loss; `raise_host_errors()` raises the recorded
+message on the host once the step has run (the segmenter's `fit`,
+`evaluate`, `train_on_batch` and `test_on_batch` do this after each batch,
+and skip the failed step's update).
 """
 
+import collections
 import functools
+import threading
 
 import keras
 import numpy as np
 from keras import ops
+
+FAILED = -2  # every slot of a JAX host call that found an error
+
+_host_errors = collections.deque(maxlen=8)
+_host_errors_lock = threading.Lock()
+
+
+def _record_errors(host):
+    """`host`, but an error is recorded instead of raised (JAX's host call)."""
+
+    @functools.wraps(host)
+    def recorded(cost, valid, *rest):
+        try:
+            return host(cost, valid, *rest)
+        except ValueError as error:
+            with _host_errors_lock:
+                _host_errors.append(str(error))
+            return np.full((cost.shape[0], cost.shape[2]), FAILED, "int32")
+
+    return recorded
+
+
+def raise_host_errors():
+    """Raises `ValueError` with the message of the first error a JAX host
+    call recorded since the last call (and forgets them); nothing otherwise.
+    Call it after a jitted step's outputs are ready."""
+    with _host_errors_lock:
+        messages = list(dict.fromkeys(_host_errors))
+        _host_errors.clear()
+    if messages:
+        raise ValueError(messages[0] + (f" (and {len(messages) - 1} more host-call errors)" if len(messages) > 1 else ""))
+
+
+def clear_host_errors():
+    """Forgets the errors JAX host calls recorded (say, before a new `fit`)."""
+    with _host_errors_lock:
+        _host_errors.clear()
 
 
 def match_numpy(cost, valid, problems=None, messages=()):
@@ -62,12 +110,13 @@ def hungarian_match(cost, valid, problems=None, messages=()):
             and `messages` their `P` texts (`{}` for the count): a nonzero
             count raises `ValueError` from the host call. Inside a compiled
             step this is how a check on the data's values can stop `fit`
-            with a message (JAX and TensorFlow wrap it in their runtime
-            error).
+            with a message (TensorFlow wraps it in its runtime error; JAX
+            records it, see the module docstring).
 
     Returns:
         `(B, G)` int32 tensor: the matched query per ground truth, -1 where
-        there is none.
+        there is none; on JAX, `FAILED` everywhere if the host call found
+        an error (outside `jit` it raises at once).
     """
     cost = ops.stop_gradient(ops.cast(cost, "float32"))
     valid = ops.cast(valid, "bool")
@@ -80,7 +129,11 @@ def hungarian_match(cost, valid, problems=None, messages=()):
         import jax
 
         shape = jax.ShapeDtypeStruct((cost.shape[0], cost.shape[2]), np.int32)
-        return jax.pure_callback(host, shape, *args)
+        result = jax.pure_callback(_record_errors(host), shape, *args)
+        if not isinstance(result, jax.core.Tracer):
+            result.block_until_ready()
+            raise_host_errors()  # eager: the call has run
+        return result
     if backend == "tensorflow":
         import tensorflow as tf
 

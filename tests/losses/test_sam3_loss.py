@@ -271,7 +271,7 @@ def test_mask_matching_cost_is_hand_computed_and_can_decide_the_match():
     # cost moves the match, and the mask losses follow it.
     y_pred["pred_masks"][0, 1] = np.where(y_true["masks"][0, 0] > 0, 8.0, -8.0)
     y_pred["pred_masks"][0, 0] = -y_pred["pred_masks"][0, 1]
-    by_boxes, _ = SAM3Loss().match(
+    by_boxes, _, _ = SAM3Loss().match(
         *(ops.convert_to_tensor(y_pred[k][:, 0]) for k in ("all_pred_logits", "all_pred_boxes")),
         ops.convert_to_tensor(y_true["boxes"]),
         ops.convert_to_tensor(y_true["valid"]),

@@ -70,3 +70,37 @@ def test_non_finite_cost_is_an_error():
     cost[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="not finite"):
         match_numpy(cost, np.ones((1, 2), bool))
+
+
+def test_a_non_finite_cost_in_a_compiled_step_is_reported():
+    """TensorFlow and PyTorch raise from the step. JAX cannot raise from a
+    host call under `jit`: it returns FAILED everywhere and
+    `raise_host_errors` raises the recorded message once the step has run;
+    eagerly it raises at once."""
+    from keras_sam3.ops.matching import FAILED
+    from keras_sam3.ops.matching import clear_host_errors
+    from keras_sam3.ops.matching import raise_host_errors
+
+    cost = np.zeros((2, 3, 2), "float32")
+    cost[1, 0, 0] = np.nan
+    valid = np.ones((2, 2), bool)
+    clear_host_errors()
+    if keras.backend.backend() == "jax":
+        result = keras.ops.convert_to_numpy(compiled(lambda c, v: hungarian_match(c, v))(cost, valid))
+        assert (result == FAILED).all()
+        with pytest.raises(ValueError, match="not finite"):
+            raise_host_errors()
+        raise_host_errors()  # reported once
+    else:
+        with pytest.raises(Exception, match="not finite"):
+            compiled(lambda c, v: hungarian_match(c, v))(cost, valid)
+    with pytest.raises(ValueError, match="not finite"):
+        hungarian_match(keras.ops.convert_to_tensor(cost), keras.ops.convert_to_tensor(valid))
+    problems = np.array([0, 3], "int32")
+    with pytest.raises(ValueError, match="3 are bad"):
+        hungarian_match(
+            keras.ops.convert_to_tensor(np.zeros((2, 3, 2), "float32")),
+            keras.ops.convert_to_tensor(valid),
+            keras.ops.convert_to_tensor(problems),
+            ("{} are fine", "{} are bad"),
+        )
