@@ -208,3 +208,24 @@ def test_bfloat16_clicks_are_normalized_in_float32():
     np.testing.assert_allclose(coords, expected, rtol=1e-6)
     sparse = keras.ops.convert_to_numpy(keras.ops.cast(sparse, "float32"))
     assert np.abs(sparse[0, 0] - sparse[0, 1]).max() > 0
+
+
+def test_bfloat16_tracker_hands_float32_clicks_and_boxes_to_its_prompt_encoder(models):
+    """The whole tracker under bfloat16: calling it must not round pixel
+    coordinates to bfloat16 before the prompt encoder normalizes them."""
+    *_, directory = models
+    tracker, _ = convert_tracker(directory, dtype="bfloat16")
+    seen = []
+    original = tracker.prompt_encoder.fourier_encode
+    tracker.prompt_encoder.fourier_encode = lambda coords, matrix=None: seen.append(coords) or original(coords, matrix)
+    # 100.3 and 100.55 are one bfloat16 value (100.5: its spacing is 0.5 here).
+    points = np.array([[[[100.3, 3.0]], [[100.55, 3.0]]]], "float32")
+    boxes = np.array([[[3.0, 5.0, 100.3, 110.0], [3.0, 5.0, 100.55, 110.0]]], "float32")
+    images = np.zeros((1, SIZE, SIZE, 3), "float32")
+    out = tracker(images, points=points, labels=np.ones((1, 2, 1), "int32"), boxes=boxes)
+    clicks = keras.ops.convert_to_numpy(keras.ops.cast(seen[0], "float32"))[0, :, 0]
+    np.testing.assert_allclose(clicks[:, 0], [100.8 / SIZE, 101.05 / SIZE], rtol=1e-6)
+    corners = keras.ops.convert_to_numpy(keras.ops.cast(seen[1], "float32"))[0, :, 1]  # (P, 2) second corner
+    np.testing.assert_allclose(corners[:, 0], [100.8 / SIZE, 101.05 / SIZE], rtol=1e-6)
+    masks = keras.ops.convert_to_numpy(keras.ops.cast(out["masks"], "float32"))
+    assert np.abs(masks[0, 0] - masks[0, 1]).max() > 0
