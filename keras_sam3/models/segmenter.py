@@ -1,5 +1,6 @@
 """`SAM3PromptableConceptImageSegmenter`: raw images and prompts in, instances out."""
 
+import contextlib
 import os
 
 import keras
@@ -265,13 +266,47 @@ class SAM3PromptableConceptImageSegmenter(Task):
         return keras.backend.backend() == "jax" and getattr(self, "_sam3_loss", None) is not None
 
     def _with_host_error_check(self, callbacks):
+        """`callbacks` (a list, one callback or a `CallbackList`) with
+        `_RaiseHostErrors` first, on JAX with `SAM3Loss`; the caller's list
+        is not changed."""
         if not self._checks_host_errors():
             return callbacks
         clear_host_errors()
         if isinstance(callbacks, keras.callbacks.CallbackList):
-            callbacks.append(_RaiseHostErrors())
-            return callbacks
-        return [*(callbacks or []), _RaiseHostErrors()]
+            # Rebuilt: a CallbackList fixes its dispatch (in order, or in a
+            # thread) when it is made, and the check must run in order.
+            return keras.callbacks.CallbackList(
+                [_RaiseHostErrors(), *callbacks.callbacks], model=self, **(callbacks.params or {})
+            )
+        if isinstance(callbacks, keras.callbacks.Callback):
+            callbacks = [callbacks]
+        return [_RaiseHostErrors(), *(callbacks or [])]
+
+    @contextlib.contextmanager
+    def _jax_weights_reattached(self):
+        """Keras' JAX `fit` and `evaluate` take the values out of the
+        variables while they run. When a step raises (a target check at
+        trace time, a host-call error under `run_eagerly`) `evaluate` leaves
+        them out, and both do when the step raised before producing a state.
+        This puts back the newest state, or else the values from before."""
+        if not hasattr(self, "jax_state_sync"):
+            yield
+            return
+        variables = list(self.variables) + list(self.metrics_variables)
+        if self.optimizer is not None:
+            if not self.optimizer.built:  # its slots must exist to be kept
+                self.optimizer.build(self.trainable_variables)
+            variables += list(self.optimizer.variables)
+        before = [(v, v._value) for v in variables]
+        self._jax_state = None  # a failed call's leftover state must not come back
+        try:
+            yield
+        finally:
+            self.jax_state_sync()
+            self._jax_state = None
+            for variable, value in before:
+                if variable._value is None and value is not None and not value.is_deleted():
+                    variable._value = value
 
     def train_step(self, *args):
         if not self._checks_host_errors():
@@ -315,7 +350,8 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if kwargs.get("validation_data") is not None:
             self._require_model_ready(kwargs["validation_data"], "fit's validation_data")
         kwargs["callbacks"] = self._with_host_error_check(kwargs.get("callbacks"))
-        history = keras.Model.fit(self, x, y, **kwargs)
+        with self._jax_weights_reattached():
+            history = keras.Model.fit(self, x, y, **kwargs)
         if self._checks_host_errors():
             raise_host_errors()
         return history
@@ -324,14 +360,8 @@ class SAM3PromptableConceptImageSegmenter(Task):
         self._require_model_ready(x, "evaluate")
         if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation: fit's callbacks
             kwargs["callbacks"] = self._with_host_error_check(kwargs.get("callbacks"))
-        try:
+        with self._jax_weights_reattached():
             result = keras.Model.evaluate(self, x, y, **kwargs)
-        finally:
-            if hasattr(self, "jax_state_sync"):
-                # Keras' JAX `evaluate` detaches the weights from the
-                # variables while it runs and does not reattach them when a
-                # batch raises (its `fit` does).
-                self.jax_state_sync()
         if self._checks_host_errors():
             raise_host_errors()
         return result
@@ -344,7 +374,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
             clear_host_errors()
         result = keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
         if self._checks_host_errors():
-            raise_host_errors()
+            _RaiseHostErrors.check(float(self._loss_tracker.result()), training=True)
         return result
 
     def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
@@ -353,7 +383,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
             clear_host_errors()
         result = keras.Model.test_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
         if self._checks_host_errors():
-            raise_host_errors()
+            _RaiseHostErrors.check(float(self._loss_tracker.result()), training=False)
         return result
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -490,9 +520,10 @@ class _RaiseHostErrors(keras.callbacks.Callback):
     kept the weights of such a step. Not `async_safe`, so Keras runs it in
     order."""
 
-    def _check(self, logs, training):
-        loss = (logs or {}).get("loss")
-        loss = None if loss is None else float(loss)  # waits for the step
+    @staticmethod
+    def check(loss, training):
+        """Raises the recorded host-call error, or else for a non-finite
+        `loss` (a float, or None)."""
         raise_host_errors()
         if loss is not None and not np.isfinite(loss):
             raise ValueError(
@@ -501,6 +532,10 @@ class _RaiseHostErrors(keras.callbacks.Callback):
                 + ". Check the batch's inputs and targets"
                 + (", or lower the learning rate." if training else ".")
             )
+
+    def _check(self, logs, training):
+        loss = (logs or {}).get("loss")
+        self.check(None if loss is None else float(loss), training)  # float() waits for the step
 
     def on_train_batch_end(self, batch, logs=None):
         self._check(logs, training=True)

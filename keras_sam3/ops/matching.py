@@ -115,8 +115,8 @@ def hungarian_match(cost, valid, problems=None, messages=()):
 
     Returns:
         `(B, G)` int32 tensor: the matched query per ground truth, -1 where
-        there is none; on JAX, `FAILED` everywhere if the host call found
-        an error (outside `jit` it raises at once).
+        there is none; on JAX under a trace, `FAILED` everywhere if the
+        host call found an error (eagerly it raises at once).
     """
     cost = ops.stop_gradient(ops.cast(cost, "float32"))
     valid = ops.cast(valid, "bool")
@@ -128,12 +128,11 @@ def hungarian_match(cost, valid, problems=None, messages=()):
     if backend == "jax":
         import jax
 
+        if not any(isinstance(a, jax.core.Tracer) for a in args):
+            # Eager: the host function runs here and raises as it is.
+            return jax.numpy.asarray(host(*(np.asarray(a) for a in args)))
         shape = jax.ShapeDtypeStruct((cost.shape[0], cost.shape[2]), np.int32)
-        result = jax.pure_callback(_record_errors(host), shape, *args)
-        if not isinstance(result, jax.core.Tracer):
-            result.block_until_ready()
-            raise_host_errors()  # eager: the call has run
-        return result
+        return jax.pure_callback(_record_errors(host), shape, *args)
     if backend == "tensorflow":
         import tensorflow as tf
 

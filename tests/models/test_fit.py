@@ -256,6 +256,40 @@ def test_bad_target_values_stop_the_compiled_step():
         segmenter.compile(metrics=["mae"])
 
 
+def test_failed_calls_leave_the_model_usable_and_as_it_was():
+    """A step that raises before producing a state (here the target check
+    when the step is traced) must leave every weight in place: Keras' JAX
+    `fit` / `evaluate` take them out of the variables while they run. A
+    later failure must not bring back an earlier call's state."""
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    x, y = training_batch(segmenter)
+    no_masks = {k: v for k, v in y.items() if k != "masks"}
+    expected = segmenter.predict_on_batch(x)["scores"]
+    with pytest.raises(Exception, match="no 'masks'"):
+        segmenter.fit(x, no_masks, batch_size=4, epochs=1, verbose=0)  # optimizer not built yet
+    with pytest.raises(Exception, match="no 'masks'"):
+        segmenter.evaluate(x, no_masks, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(segmenter.predict_on_batch(x)["scores"], expected)
+    bad = {k: v.copy() for k, v in y.items()}
+    valid = tuple(np.argwhere(y["valid"] > 0)[0])
+    bad["boxes"][valid] = bad["boxes"][valid][[2, 3, 0, 1]]
+    with pytest.raises(Exception, match=r"x2 <= x1 or y2 <= y1"):
+        segmenter.evaluate(x, bad, batch_size=4, verbose=0)
+    for variable in segmenter.trainable_variables:  # as load_weights would
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    with pytest.raises(Exception, match="no 'masks'"):
+        segmenter.evaluate(x, no_masks, batch_size=4, verbose=0)
+    assert all(not np.any(np.array(v)) for v in segmenter.trainable_variables)
+    # A CallbackList and a single callback, as Keras takes them; the list is not changed.
+    history = keras.callbacks.History()
+    callbacks = keras.callbacks.CallbackList([history], model=segmenter)
+    segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+    assert callbacks.callbacks == [history] and len(history.history["loss"]) == 1
+    segmenter.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=keras.callbacks.History())
+    segmenter.evaluate(x, y, batch_size=4, verbose=0, callbacks=[history])
+
+
 def test_mask_resolution_may_change_between_batches():
     """TensorFlow retraces such a stream with an unknown mask size."""
     segmenter = training_segmenter()
