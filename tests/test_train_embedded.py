@@ -63,3 +63,55 @@ def test_architecture_knobs_default_to_the_shipped_model():
     assert deeper.detr_encoder.num_layers == 3 and deeper.text_encoder.num_layers == 3
     assert deeper.count_params() > 2_078_382
     assert tool.embedded_backbone(vocabulary, width=96).mask_decoder.hidden_dim == 96
+
+
+def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monkeypatch):
+    """`--max-steps` below `--negatives-after`: three steps, not six, and
+    only the phase that ran is recorded; batches in stream order from
+    `--data-offset` (Keras shuffles a PyDataset's by default); the save
+    every 2 steps works mid-epoch (on JAX the weights live outside the
+    variables then)."""
+    import json
+    import sys
+
+    tool = load_tool()
+    seen = []
+
+    class Recording(tool.SyntheticShapesDataset):
+        def __getitem__(self, index):
+            seen.append(self.offset + index)
+            return super().__getitem__(index)
+
+    saves = []
+    original_save = tool.SAM3PromptableConceptImageSegmenter.save_to_preset
+
+    def save(self, directory, **kwargs):
+        saves.append(directory)
+        return original_save(self, directory, **kwargs)
+
+    monkeypatch.setattr(tool, "SyntheticShapesDataset", Recording)
+    monkeypatch.setattr(tool.SAM3PromptableConceptImageSegmenter, "save_to_preset", save)
+    output = str(tmp_path / "run")
+    command = "--max-steps 3 --negatives-after 6 --batch-size 1 --warmup-steps 1 --save-every 2 --data-offset 100"
+    monkeypatch.setattr(sys, "argv", ["train_embedded.py", *command.split(), "--output", output])
+    tool.main()
+    with open(os.path.join(output, "training.json")) as f:
+        record = json.load(f)
+    assert record["steps"] == 3
+    assert [phase["first_step"] for phase in record["phases"]] == [0]
+    assert seen[:3] == [100, 101, 102] and seen == sorted(seen)
+    assert saves == [output, output]  # at step 2, and at the end
+    assert os.path.exists(os.path.join(output, "model.weights.h5"))
+
+
+def test_seeds_of_the_evaluation_streams_are_refused(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    tool = load_tool()
+    for seed in ("7", "2026"):
+        monkeypatch.setattr(sys, "argv", ["train_embedded.py", "--seed", seed, "--output", "unused"])
+        with pytest.raises(SystemExit):
+            tool.main()
+        assert "evaluation stream" in capsys.readouterr().err

@@ -8,7 +8,9 @@ kept at >= 0.5 by the evaluator; masks binarized at 0.5 at the original size).
     python tools/evaluate_embedded.py --preset sam3_shapes --samples 500
 
 The held-out scenes come from `--seed` (default 2026), a stream the
-training data (seeds `(0, i)`) never draws from.
+training data (seeds `(0, i)`) never draws from. Seed `s` here equals batch
+0 of the training stream of seed `s` (numpy seeds `(s, 0)` as `s`), so
+seed 0 is refused, and `tools/train_embedded.py` refuses 7 and 2026.
 
 `absent_concepts` counts the prompts without ground truth that got an
 instance anyway, by what separates them from the closest object in the
@@ -69,6 +71,12 @@ def main():
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--output", help="write the figures to this JSON file")
     args = parser.parse_args()
+    if args.samples < 1:
+        parser.error("--samples must be at least 1")
+    if args.seed == 0:
+        # ShapesGenerator(seed=0) draws what SyntheticShapesDataset(seed=0)'s
+        # batch 0 holds (numpy seeds (0, 0) as 0): training data.
+        parser.error("--seed 0 is the training stream's first batch (tools/train_embedded.py's default seed)")
     import keras
 
     start = time.time()

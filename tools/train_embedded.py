@@ -35,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
+EVALUATION_SEEDS = {7, 2026}  # the validation and held-out streams (docs/training.md)
+
 from keras_sam3 import SAM3Backbone  # noqa: E402
 from keras_sam3 import SAM3DetrDecoder  # noqa: E402
 from keras_sam3 import SAM3DetrEncoder  # noqa: E402
@@ -140,6 +142,7 @@ class TimeBudget(keras.callbacks.Callback):
             self.logged_total, self.logged_at = total, self.fit_steps
             print(f"step {self.steps}: loss {recent:.3f} over the last steps ({rate:.2f} s/step)", flush=True)
         if self.save and self.save_every and self.steps % self.save_every == 0:
+            self.model  # noqa: B018 (on JAX, reading it puts the step's weights back into the variables)
             self.save()
         if self.done():
             self.model.stop_training = True
@@ -265,6 +268,15 @@ def main():
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
     parser.add_argument("--text-layers", type=int, default=2, help="text encoder depth (shipped: 2)")
     args = parser.parse_args()
+    if args.max_steps < 1 or (args.stop_after is not None and args.stop_after < 1):
+        parser.error("--max-steps and --stop-after must be at least 1")
+    if args.seed in EVALUATION_SEEDS:
+        # Batch 0 of SyntheticShapesDataset(seed=s) is ShapesGenerator(seed=s)'s
+        # first samples (numpy seeds (s, 0) as s).
+        parser.error(
+            f"--seed {args.seed} would train on the first samples of an evaluation stream "
+            f"(tools/evaluate_embedded.py draws seeds {sorted(EVALUATION_SEEDS)}); pick another seed"
+        )
 
     keras.utils.set_random_seed(args.seed)
     segmenter = build_segmenter(
@@ -302,8 +314,9 @@ def main():
     plan = phases(args)
     start = time.time()
     losses = []
+    ran = []  # the phases that trained at least a step
     for i, (first, loss_kwargs) in enumerate(plan):
-        last = plan[i + 1][0] if i + 1 < len(plan) else args.max_steps
+        last = min(plan[i + 1][0], args.max_steps) if i + 1 < len(plan) else args.max_steps
         if budget.done() or first >= args.max_steps:
             break
         print(f"steps {first}-{last} (optimizer at {int(optimizer.iterations)}): SAM3Loss({loss_kwargs})", flush=True)
@@ -321,8 +334,12 @@ def main():
             distractor_rate=args.distractor_rate,
             color_prompt_rate=args.color_prompt_rate,
         )
-        history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget])
+        # In order: batch `offset + k` is step `k`, so a cut run has used the
+        # first batches of its range and `--data-offset` resumes after them
+        # (Keras shuffles a PyDataset's batches by default).
+        history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget], shuffle=False)
         losses.append(float(history.history["loss"][-1]))
+        ran.append((first, loss_kwargs))
     elapsed = time.time() - start
     segmenter.save_to_preset(args.output)
     summary = {
@@ -330,7 +347,7 @@ def main():
         "steps": budget.steps,
         "batch_size": args.batch_size,
         "minutes": round(elapsed / 60, 1),
-        "final_loss": losses[-1],
+        "final_loss": losses[-1] if losses else float("nan"),
         "parameters": int(segmenter.backbone.count_params()),
         "learning_rate": args.learning_rate,
         "max_steps": args.max_steps,
@@ -343,7 +360,7 @@ def main():
         "hard_negative_rate": args.hard_negative_rate,
         "distractor_rate": args.distractor_rate,
         "color_prompt_rate": args.color_prompt_rate,
-        "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in plan],
+        "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in ran],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},
     }

@@ -1,7 +1,11 @@
 """A procedural concept-segmentation dataset: coloured shapes and noun phrases.
 
 Each scene is a noisy background with one to `max_objects` shapes (circle,
-square, triangle), each with a colour and a size class, never overlapping.
+square, triangle), each with a colour and a size class. Shapes are placed
+apart by their radius; a square's corners reach past it, so now and then
+(about 2 scenes in 1,000) a later shape covers a few pixels of an earlier
+one, and those pixels leave the earlier one's mask and box: masks hold what
+is visible.
 Each sample pairs a scene with one prompt ("circle", "red square",
 "large blue triangle", ...) and *all* instances that match it; a share of
 prompts name concepts absent from the scene (negatives, no instances).
@@ -157,10 +161,18 @@ class ShapesGenerator:
             shape = twin["shape"] if twin else str(rng.choice(SHAPES))
             color = twin["color"] if twin else str(rng.choice(list(COLORS)))
             mask = _shape_mask(shape, cx, cy, r, size)
+            if not mask.any():  # a small triangle on a tiny image can miss every pixel center
+                continue
             objects.append(dict(shape=shape, color=color, size=size_name, cx=cx, cy=cy, r=r, mask=mask))
         for obj in objects:
             shade = np.asarray(COLORS[obj["color"]]) + rng.normal(0, 10, 3)
             image[obj["mask"]] = shade + rng.normal(0, 6, (int(obj["mask"].sum()), 3))
+        # Then what a later shape painted over leaves the earlier masks (after
+        # the painting, whose noise draws follow the drawn shapes' pixel counts:
+        # the random stream stays as it was).
+        for i, obj in enumerate(objects):
+            for later in objects[i + 1 :]:
+                obj["mask"] = obj["mask"] & ~later["mask"]
         return np.clip(image, 0, 255).astype("uint8"), objects
 
     def _distractor(self, obj):
@@ -252,7 +264,9 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
     """Batches of `(x, y)` for `fit`, generated on the fly and reproducible.
 
     Batch `i` is a function of `(seed, i)` only, so epochs repeat exactly and
-    a held-out set is another seed.
+    a held-out set is another seed. Note that numpy seeds `(s, 0)` as `s`:
+    batch 0 of seed `s` holds `ShapesGenerator(seed=s)`'s first samples, so
+    hold out a `ShapesGenerator` seed that no training stream uses.
 
     Args:
         preprocessor: `SAM3PromptableConceptImageSegmenterPreprocessor` whose
