@@ -64,11 +64,17 @@ def _peak_rss_gb():
 
 
 def _gpu():
-    """The framework this process runs on a CUDA GPU ("jax" or "torch"), or None."""
-    if os.environ.get("KERAS_BACKEND", "jax") == "jax" and sys.modules.get("keras") is not None:
+    """The framework this process runs on a CUDA GPU ("jax", "tensorflow" or
+    "torch"), or None."""
+    backend = os.environ.get("KERAS_BACKEND", "jax")
+    if backend == "jax" and sys.modules.get("keras") is not None:
         import jax
 
         return "jax" if jax.default_backend() == "gpu" else None
+    if backend == "tensorflow" and sys.modules.get("keras") is not None:
+        import tensorflow as tf
+
+        return "tensorflow" if tf.config.list_physical_devices("GPU") else None
     if sys.modules.get("torch") is not None:
         import torch
 
@@ -87,6 +93,10 @@ def _set_tf32(enabled):
         import jax
 
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if enabled else "highest")
+    if sys.modules.get("tensorflow") is not None:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(enabled)  # on by default on Ampere+
 
 
 def _device_name():
@@ -99,6 +109,10 @@ def _device_name():
         import torch
 
         return torch.cuda.get_device_name(0)
+    if gpu == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU")
     return "cpu"
 
 
@@ -113,6 +127,10 @@ def _device_peak_gb():
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**30
+    if gpu == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
     return None
 
 
@@ -176,6 +194,8 @@ def run_ours(size, repeats):
         "four_prompts_s": four_prompts,
         "full_rss_gb": full_rss,
         "full_device_gb": full_device,
+        "prompt_columns": int(x["token_ids"].shape[1]),
+        "prompt_boxes": 0,
         "imports_rss_gb": imports_rss,
     }
 
@@ -234,6 +254,8 @@ def run_reference(size, repeats):
         "prompt_s": _steady(prompt, repeats),
         "full_rss_gb": full_rss,
         "full_device_gb": full_device,
+        "prompt_columns": int(ids.shape[1]),
+        "prompt_boxes": 0,
         "imports_rss_gb": imports_rss,
     }
 
@@ -292,6 +314,8 @@ def run_keras_hub(size, repeats):
         "steady_s": steady,
         "full_rss_gb": _peak_rss_gb(),
         "full_device_gb": _device_peak_gb(),
+        "prompt_columns": int(x["token_ids"].shape[1]),
+        "prompt_boxes": 1,
         "imports_rss_gb": imports_rss,
     }
 
@@ -369,8 +393,17 @@ def main():
     args = parser.parse_args()
     if args.peer:
         return worker(args)
+    for backend in args.backends.split(","):
+        if backend not in ("jax", "tensorflow", "torch"):
+            parser.error(f"--backends: unknown backend {backend!r} (jax, tensorflow, torch)")
+    for peer in args.peers.split(","):
+        if peer not in PEERS:
+            parser.error(f"--peers: unknown peer {peer!r} ({', '.join(PEERS)})")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     table = {}
+    failed = []
     for backend in args.backends.split(","):
         runs = [(peer, False) for peer in args.peers.split(",")]
         if args.alone and "ours" in args.peers.split(","):
@@ -393,11 +426,16 @@ def main():
             if proc.returncode or not lines:
                 sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
                 print(f"[{backend}] {name} failed (exit {proc.returncode})", file=sys.stderr)
+                failed.append(name)
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
             print(f"[{backend}] {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
             if result:
+                result["image_size"], result["repeats"] = args.image_size, args.repeats
                 table[name] = result
+                if args.json:  # as it goes: a run cut by a time limit keeps what it measured
+                    with open(args.json, "w") as f:
+                        json.dump(table, f, indent=2)
 
     ref = table.get("reference")
     print(f"\nFull forward, default architecture, {args.image_size} px, batch 1, text prompt; "
@@ -446,6 +484,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=2)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

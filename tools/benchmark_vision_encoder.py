@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # keras_sam3 without installing
+
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
@@ -100,7 +102,10 @@ def worker(args):
     images = images.astype("float32")
     pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 
-    reference = _reference_model(kwargs, size)
+    # On a CUDA machine Keras puts ours on the GPU: the reference goes there too.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reference = _reference_model(kwargs, size).to(device)
+    pixels = pixels.to(device)
     encoder = SAM3VisionEncoder(**kwargs)
     inputs = keras.Input((size, size, 3), batch_size=args.batch)
     model = keras.Model(inputs, encoder(inputs))
@@ -111,7 +116,7 @@ def worker(args):
 
     def run_reference():
         with torch.inference_mode():
-            return reference(pixel_values=pixels).fpn_hidden_states[0]
+            return reference(pixel_values=pixels).fpn_hidden_states[0].cpu()  # waits, as ours' numpy does
 
     runners = {"ours": run_ours, "reference": run_reference}
     if not args.no_keras_hub:
@@ -137,6 +142,7 @@ def worker(args):
         "batch": args.batch,
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
+        "reference_device": device,
         "ours_first_s": first["ours"],
         "reference_first_s": first["reference"],
         "ours_median_s": median["ours"],
