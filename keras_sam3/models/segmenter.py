@@ -282,6 +282,14 @@ class SAM3PromptableConceptImageSegmenter(Task):
             callbacks = [callbacks]
         return [_RaiseHostErrors(), *(callbacks or [])]
 
+    def _build_optimizer(self):
+        """Builds the optimizer before the first step rather than in it: a
+        first step that fails when traced (bad targets) leaves TensorFlow's
+        `tf.function` unable to create variables in the next one, and JAX's
+        `fit` must find the slots to keep them (`_jax_weights_reattached`)."""
+        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     @contextlib.contextmanager
     def _jax_weights_reattached(self):
         """Keras' JAX `fit` and `evaluate` take the values out of the
@@ -294,9 +302,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
             return
         variables = list(self.variables) + list(self.metrics_variables)
         if self.optimizer is not None:
-            if not self.optimizer.built:  # its slots must exist to be kept
-                self.optimizer.build(self.trainable_variables)
-            variables += list(self.optimizer.variables)
+            variables += list(self.optimizer.variables)  # built by `fit` first
         before = [(v, v._value) for v in variables]
         self._jax_state = None  # a failed call's leftover state must not come back
         try:
@@ -350,6 +356,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         if kwargs.get("validation_data") is not None:
             self._require_model_ready(kwargs["validation_data"], "fit's validation_data")
         kwargs["callbacks"] = self._with_host_error_check(kwargs.get("callbacks"))
+        self._build_optimizer()
         with self._jax_weights_reattached():
             history = keras.Model.fit(self, x, y, **kwargs)
         if self._checks_host_errors():
@@ -372,6 +379,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
         self._require_model_ready(x, "train_on_batch")
         if self._checks_host_errors():
             clear_host_errors()
+        self._build_optimizer()
         result = keras.Model.train_on_batch(self, x, y, sample_weight=sample_weight, **kwargs)
         if self._checks_host_errors():
             _RaiseHostErrors.check(float(self._loss_tracker.result()), training=True)
