@@ -1,6 +1,7 @@
 """`SAM3GeometryEncoder`: box exemplars -> prompt tokens (plus a CLS token)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sam3.layers.conv import Conv2D
@@ -68,6 +69,10 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Boxes stay float32 through ROI align's coordinates and the sine
+        # encoding (in bfloat16 a box edge at 72 feature pixels moves by up
+        # to 0.25 px, 3.5 image px); `call` casts the features itself.
+        self._convert_input_args = False
         self.cls_without_boxes = cls_without_boxes
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -129,7 +134,8 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         d = self.hidden_dim
         embeddings = self.boxes_direct_project(boxes)
 
-        # ROI-align on the normed map: cxcywh in [0, 1] -> xyxy in feature pixels.
+        # ROI-align on the normed map: cxcywh in [0, 1] -> xyxy in feature
+        # pixels, in float32 (`boxes` is).
         scale = ops.convert_to_tensor([width, height, width, height], dtype=boxes.dtype)
         pixel_boxes = box_cxcywh_to_xyxy(boxes) * scale
         pooled = roi_align(self.vision_layer_norm(features), pixel_boxes, self.roi_size)
@@ -159,6 +165,12 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         embeddings = embeddings + self.boxes_pos_enc_project(position)
         return embeddings + self.label_embed(box_labels)
 
+    def __call__(self, *args, **kwargs):
+        # Input conversion is off (see `__init__`), and Keras then takes only
+        # tensors positionally.
+        args = [ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+        return super().__call__(*args, **kwargs)
+
     def call(
         self,
         boxes,
@@ -170,7 +182,9 @@ class SAM3GeometryEncoder(keras.layers.Layer):
     ):
         batch = ops.shape(boxes)[0]
         d = self.hidden_dim
-        boxes = ops.cast(boxes, self.compute_dtype)
+        boxes = ops.cast(boxes, "float32")
+        features = ops.cast(features, self.compute_dtype)
+        position_encoding = ops.cast(position_encoding, self.compute_dtype)
         tokens = self._encode_boxes(boxes, box_labels, features)
         cls = self.cls_embed(ops.zeros((batch, 1), "int32"))
         tokens = ops.concatenate([tokens, ops.cast(cls, tokens.dtype)], axis=1)

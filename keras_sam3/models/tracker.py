@@ -64,6 +64,7 @@ class SAM3Tracker(keras.layers.Layer):
             shape=(2, d // 2),
             initializer=keras.initializers.RandomNormal(stddev=1.0),
             trainable=False,
+            dtype="float32",  # `fourier_encode` works in float32
         )
         self.built = True
 

@@ -126,6 +126,7 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
             shape=(2, self.hidden_dim // 2),
             initializer=keras.initializers.RandomNormal(stddev=1.0),
             trainable=False,
+            dtype="float32",  # `fourier_encode` works in float32
         )
         for layer in (self.point_embed, self.not_a_point_embed, self.no_mask_embed):
             layer.build((None,))
@@ -136,20 +137,22 @@ class SAM3TrackerPromptEncoder(keras.layers.Layer):
     def fourier_encode(self, coords, matrix=None):
         """`(..., 2)` in [0, 1] -> `(..., D)` `[sin, cos]` of `2 pi (2 c - 1) @ G`.
 
-        `2 c - 1` is taken in `coords`' dtype, then cast to the compute dtype
-        (as the reference does with float32 clicks).
+        In float32 whatever the compute dtype, which the result is cast to:
+        the angles reach about 30 rad, where bfloat16's step is 0.125 (a
+        review measured encodings off by up to 0.16 computed in bfloat16).
         """
         matrix = self.positional_embedding if matrix is None else matrix
-        coords = ops.cast(2.0 * coords - 1.0, self.compute_dtype)
-        projected = ops.matmul(coords, ops.cast(matrix, coords.dtype))
+        coords = ops.cast(2.0 * ops.cast(coords, "float32") - 1.0, "float32")
+        projected = ops.matmul(coords, ops.cast(matrix, "float32"))
         projected = 2.0 * math.pi * projected
-        return ops.concatenate([ops.sin(projected), ops.cos(projected)], axis=-1)
+        encoded = ops.concatenate([ops.sin(projected), ops.cos(projected)], axis=-1)
+        return ops.cast(encoded, self.compute_dtype)
 
     def image_positional_embeddings(self, matrix=None):
         """`(1, h, w, D)` encodings of the embedding grid's pixel centers (with
         `matrix` instead of this encoder's Fourier matrix if given)."""
         g = self.grid_size
-        centers = (ops.cast(ops.arange(g), self.compute_dtype) + 0.5) / g
+        centers = (ops.cast(ops.arange(g), "float32") + 0.5) / g
         ys, xs = ops.meshgrid(centers, centers, indexing="ij")
         return self.fourier_encode(ops.stack([xs, ys], axis=-1), matrix)[None]
 

@@ -127,10 +127,11 @@ def _jax_head_loop(q, k, v, scale):
 
     def attend(qq, kk, vv):
         # (c, d) x (Tk, d) -> (c, Tk) -> (c, d)
-        logits = jnp.einsum("qd,kd->qk", qq * jnp.asarray(scale, dtype), kk)
+        # float32 logits from bfloat16 inputs (a GPU would otherwise round
+        # them to bfloat16 before the softmax; a no-op in float32).
+        logits = jnp.einsum("qd,kd->qk", qq * jnp.asarray(scale, dtype), kk, preferred_element_type="float32")
         # The softmax's division moves after the second product, onto
         # (c, d) instead of (c, Tk): one pass less over the logits (-15%).
-        logits = logits.astype("float32")
         weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
         out = jnp.einsum("qk,kd->qd", weights.astype(dtype), vv, preferred_element_type="float32")
         return (out / weights.sum(-1, keepdims=True)).astype(dtype)

@@ -210,6 +210,30 @@ def test_bfloat16_clicks_are_normalized_in_float32():
     assert np.abs(sparse[0, 0] - sparse[0, 1]).max() > 0
 
 
+def test_bfloat16_fourier_encodings_are_float32_ones_rounded():
+    """Clicks and the image grid are encoded in float32 and then cast: the
+    angles reach about 30 rad, where bfloat16's step is 0.125."""
+    from keras_sam3.models.tracker_prompt_encoder import SAM3TrackerPromptEncoder
+
+    encoders = {}
+    for dtype in ("float32", "bfloat16"):
+        encoders[dtype] = SAM3TrackerPromptEncoder(hidden_dim=64, image_size=1008, dtype=dtype)
+        encoders[dtype].build()
+    for variable, value in zip(encoders["bfloat16"].weights, encoders["float32"].get_weights()):
+        variable.assign(value)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 1008, (1, 16, 1, 2)).astype("float32")
+    labels = np.ones((1, 16, 1), "int32")
+    got = {}
+    for dtype, encoder in encoders.items():
+        sparse, _ = encoder(points=points, labels=labels)
+        grid = encoder.image_positional_embeddings()
+        got[dtype] = [keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (sparse, grid)]
+    for exact, rounded in zip(got["float32"], got["bfloat16"]):
+        # bfloat16 rounding of values within [-2, 2]: at most 2 ** -7 each.
+        assert np.abs(exact - rounded).max() <= 2**-6, np.abs(exact - rounded).max()
+
+
 def test_bfloat16_tracker_hands_float32_clicks_and_boxes_to_its_prompt_encoder(models):
     """The whole tracker under bfloat16: calling it must not round pixel
     coordinates to bfloat16 before the prompt encoder normalizes them."""
