@@ -279,8 +279,12 @@ class SAM3DetrDecoder(keras.layers.Layer):
         ids = ops.broadcast_to(ops.arange(self.num_queries, dtype="int32")[None], (batch, self.num_queries))
         presence = self.presence_token(ops.zeros((batch, 1), "int32"))
         x = ops.concatenate([presence, self.query_embed(ids)], axis=1)  # (B, 1 + Q, D)
+        # (B, Q, 4) cxcywh, float32 whatever the compute dtype: the sine
+        # encoding, the box bias's distances and the refinement
+        # `sigmoid(delta + inverse_sigmoid(boxes))` lose pixels in bfloat16
+        # (a review measured 19x round-off in the encoding); the layers they
+        # feed cast their inputs.
         boxes = ops.sigmoid(ops.cast(self.reference_points(ids), "float32"))
-        boxes = ops.cast(boxes, x.dtype)  # (B, Q, 4) cxcywh
         prompt_mask = prompt_mask[:, None, None, :]  # keys: (B, 1, 1, L)
         memory_pos = ops.cast(memory_pos, memory.dtype)
 
@@ -295,7 +299,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
             x = layer(x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=training)
 
             normed = self.output_layer_norm(x[:, 1:])
-            delta = self.box_head(normed)
+            delta = ops.cast(self.box_head(normed), "float32")
             refined = ops.sigmoid(delta + inverse_sigmoid(boxes))
             outputs["queries"].append(normed)
             outputs["reference_boxes"].append(boxes)
