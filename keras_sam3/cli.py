@@ -35,22 +35,27 @@ PALETTE = [
 ]
 
 
+def _parse_prompt(text, count, form):
+    coords, _, label = text.partition(":")
+    try:
+        values = [float(v) for v in coords.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"{form}, numbers in pixels; got {text!r}")
+    if label not in ("", "0", "1"):
+        raise argparse.ArgumentTypeError(f"{form}: the label is 1 (positive) or 0 (negative); got {text!r}")
+    return values, int(label) if label else 1
+
+
 def parse_box(text):
     """`x1,y1,x2,y2` or `x1,y1,x2,y2:label` (label 1 positive, 0 negative)."""
-    coords, _, label = text.partition(":")
-    values = [float(v) for v in coords.split(",")]
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"A box is x1,y1,x2,y2[:label]; got {text!r}.")
-    return values, int(label) if label else 1
+    return _parse_prompt(text, 4, "a box is x1,y1,x2,y2[:label]")
 
 
 def parse_point(text):
     """`x,y` or `x,y:label` (label 1 positive, 0 negative)."""
-    coords, _, label = text.partition(":")
-    values = [float(v) for v in coords.split(",")]
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"A point is x,y[:label]; got {text!r}.")
-    return values, int(label) if label else 1
+    return _parse_prompt(text, 2, "a point is x,y[:label]")
 
 
 def load_image(path):
@@ -153,14 +158,23 @@ def segment_image(segmenter, path, prompts, boxes, labels, threshold, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m keras_sam3", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_sam3",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("images", nargs="+", help="image file(s)")
     parser.add_argument("--prompt", action="append", default=[], help="a concept (repeatable)")
     parser.add_argument("--box", action="append", default=[], type=parse_box, help="x1,y1,x2,y2[:label] pixels (repeatable)")
     parser.add_argument("--point", action="append", default=[], type=parse_point, help="x,y[:label] click (repeatable; uses the tracker)")
-    parser.add_argument("--preset", default="sam3", help="registered name, preset directory, HF checkpoint or hf:// id")
-    parser.add_argument("--output-dir", default="sam3_out")
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--preset",
+        default="sam3",
+        help="registered name, preset directory, HF checkpoint or hf:// id ('sam3' is hf://facebook/sam3: "
+        "a download; 'sam3_shapes' is the small shipped model)",
+    )
+    parser.add_argument("--output-dir", default="sam3_out", help="where the overlays and JSON go")
+    parser.add_argument("--threshold", type=float, default=0.5, help="keep instances scoring above this")
     parser.add_argument(
         "--default-allocator",
         action="store_true",
@@ -170,6 +184,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.prompt and not args.box and not args.point:
         parser.error("give at least one --prompt, --box or --point")
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:  # before minutes of loading a model
+        parser.error(f"no such image file: {', '.join(missing)}")
     if args.point and (args.prompt or len(args.box) > 1):
         parser.error("clicks (--point) take at most one --box and no --prompt")
     if args.point and args.box and args.box[0][1] != 1:

@@ -132,3 +132,27 @@ def test_click_command_uses_the_tracker(tmp_path):
     assert instance["prompt"] == "click" and 0 <= instance["score"] <= 1
     assert _decode(instance["mask_rle"]).shape == (48, 64)
     assert Image.open(out / "photo_overlay.png").size == (64, 48)
+
+
+def test_command_line_mistakes_are_named_before_any_model_loads(tmp_path):
+    """A missing image, a box or click label other than 0 / 1 and a
+    non-numeric coordinate stop at argument parsing (exit 2) with a message,
+    not with a traceback after minutes of loading."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(image)
+    cases = [
+        (["missing.png", "--prompt", "a"], "no such image file: missing.png"),
+        ([str(image), "--box", "1,2,3,4:2"], "the label is 1 (positive) or 0 (negative)"),
+        ([str(image), "--point", "a,b"], "a point is x,y[:label], numbers in pixels"),
+        ([str(image), "--point", "1,2:3"], "the label is 1 (positive) or 0 (negative)"),
+    ]
+    for argv, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "keras_sam3", *argv, "--preset", "no-such-preset", "--output-dir", str(tmp_path / "o")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2 and message in done.stderr, (argv, done.stderr[-500:])
+        assert "Traceback" not in done.stderr
+        assert not (tmp_path / "o").exists()

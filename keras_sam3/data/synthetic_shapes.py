@@ -18,7 +18,7 @@ Example:
 >>> scenes = ShapesGenerator(image_size=128, seed=0)
 >>> sample = scenes.sample()
 >>> sample["prompt"], sample["boxes"].shape
-('small red triangle', (1, 4))
+('small triangle', (1, 4))
 """
 
 import keras

@@ -53,6 +53,26 @@ def test_command_line_converts_verifies_and_summarises(tmp_path, video_checkpoin
     assert (output / "assets" / "tokenizer" / "vocab.json").exists()
 
 
+def test_the_preset_is_saved_before_a_verification_that_cannot_run(tmp_path, video_checkpoint):
+    """Meta's model (geometry CLS token) is verified through the reference's
+    box path, which needs torchvision; where it is missing the command fails
+    after the conversion is on disk, not before."""
+    import importlib.util
+
+    output = tmp_path / "preset"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), video_checkpoint, str(output), "--verify"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    assert (output / "config.json").exists(), result.stdout + result.stderr
+    if importlib.util.find_spec("torchvision") is None:
+        assert result.returncode != 0 and "torchvision" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_preset_round_trip_gives_identical_outputs(tmp_path, video_checkpoint):
     from keras_sam3.convert.hf_to_keras import convert_backbone
 
