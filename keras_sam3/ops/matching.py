@@ -7,9 +7,10 @@ mechanism: `jax.pure_callback` under `jit`, `tf.numpy_function` under
 result is exactly scipy's, ties included, on every backend.
 
 Errors found by the host call (bad target values, a non-finite cost) raise
-`ValueError` from the step on TensorFlow and PyTorch. JAX cannot raise from
-a `pure_callback` under `jit` (it logs the exception and goes on), so there
-the host call records the message, returns `FAILED` in every slot, and the
+`ValueError` from the step on TensorFlow and PyTorch. JAX does not raise
+reliably from a `pure_callback` under `jit` (it logs the exception; the step
+went on in some runs, in others a runtime error came later and left Keras'
+variables empty), so there the host call records the message, returns `FAILED` in every slot, and the
 caller turns that into a NaN loss; `raise_host_errors()` raises the recorded
 message on the host once the step has run (the segmenter's `fit`,
 `evaluate`, `train_on_batch` and `test_on_batch` do this after each batch,
