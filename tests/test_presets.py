@@ -156,5 +156,5 @@ def test_backbone_only_keras_preset_loads_without_a_tokenizer(tmp_path, keras_pr
     segmenter.backbone.save_to_preset(str(tmp_path / "backbone_only"))
     loaded = SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "backbone_only"))
     assert loaded.preprocessor is None
-    with pytest.raises(ValueError, match="has no preprocessor"):
+    with pytest.raises(ValueError, match=r"has no preprocessor \(loaded from a preset or checkpoint without tokenizer files"):
         loaded.segment(np.zeros((8, 8, 3), "uint8"), prompts="a")

@@ -154,8 +154,9 @@ class SAM3PromptableConceptImageSegmenter(Task):
     def _require_preprocessor(self):
         if self.preprocessor is None:
             raise ValueError(
-                "This segmenter has no preprocessor: give model-ready arrays, or "
-                "attach a SAM3PromptableConceptImageSegmenterPreprocessor."
+                "This segmenter has no preprocessor (loaded from a preset or checkpoint without "
+                "tokenizer files: vocab.json + merges.txt, or tokenizer.json): give model-ready "
+                "arrays, or attach a SAM3PromptableConceptImageSegmenterPreprocessor."
             )
         return self.preprocessor
 
