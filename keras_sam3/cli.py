@@ -184,9 +184,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.prompt and not args.box and not args.point:
         parser.error("give at least one --prompt, --box or --point")
-    missing = [path for path in args.images if not os.path.isfile(path)]
-    if missing:  # before minutes of loading a model
-        parser.error(f"no such image file: {', '.join(missing)}")
     if args.point and (args.prompt or len(args.box) > 1):
         parser.error("clicks (--point) take at most one --box and no --prompt")
     if args.point and args.box and args.box[0][1] != 1:
@@ -198,6 +195,9 @@ def main(argv=None):
                 f"clicks (--point) need a Hugging Face SAM 3 checkpoint with the tracker (a directory "
                 f"or an hf:// id such as hf://facebook/sam3); {args.preset!r} is a Keras concept preset"
             )
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:  # before minutes of loading a model
+        parser.error(f"no such image file: {', '.join(missing)}")
 
     start = time.time()
 
