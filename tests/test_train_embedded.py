@@ -99,7 +99,9 @@ def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monke
         record = json.load(f)
     assert record["steps"] == 3
     assert [phase["first_step"] for phase in record["phases"]] == [0]
-    assert seen[:3] == [100, 101, 102] and seen == sorted(seen)
+    # TensorFlow's PyDataset adapter first reads a batch or two for their
+    # signature; the training run's reads come last.
+    assert seen[-3:] == [100, 101, 102] and set(seen) == {100, 101, 102}
     assert saves == [output, output]  # at step 2, and at the end
     assert os.path.exists(os.path.join(output, "model.weights.h5"))
 
