@@ -1,7 +1,6 @@
 """`SAM3GeometryEncoder`: box exemplars -> prompt tokens (plus a CLS token)."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_sam3.layers.conv import Conv2D
@@ -9,13 +8,14 @@ from keras_sam3.layers.dense import Dense
 from keras_sam3.layers.embedding import Embedding
 from keras_sam3.layers.layer_norm import layer_norm
 from keras_sam3.layers.position_encoding import sine_encode
+from keras_sam3.layers.unconverted_inputs import UnconvertedInputs
 from keras_sam3.layers.transformer import PreNormFusionBlock
 from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
 from keras_sam3.ops.roi_align import roi_align
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class SAM3GeometryEncoder(keras.layers.Layer):
+class SAM3GeometryEncoder(UnconvertedInputs, keras.layers.Layer):
     """Encodes box exemplars into prompt tokens.
 
     Each box is the sum of a linear projection of its `(cx, cy, w, h)`, a
@@ -71,8 +71,8 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         # Boxes stay float32 through ROI align's coordinates and the sine
         # encoding (in bfloat16 a box edge at 72 feature pixels moves by up
-        # to 0.25 px, 3.5 image px); `call` casts the features itself.
-        self._convert_input_args = False
+        # to 0.25 px, 3.5 image px; `UnconvertedInputs`); `call` casts the
+        # features itself.
         self.cls_without_boxes = cls_without_boxes
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -164,12 +164,6 @@ class SAM3GeometryEncoder(keras.layers.Layer):
         )
         embeddings = embeddings + self.boxes_pos_enc_project(position)
         return embeddings + self.label_embed(box_labels)
-
-    def __call__(self, *args, **kwargs):
-        # Input conversion is off (see `__init__`), and Keras then takes only
-        # tensors positionally.
-        args = [ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
-        return super().__call__(*args, **kwargs)
 
     def call(
         self,

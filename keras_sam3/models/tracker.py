@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from keras_sam3.layers.unconverted_inputs import UnconvertedInputs
+
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
-class SAM3Tracker(keras.layers.Layer):
+class SAM3Tracker(UnconvertedInputs, keras.layers.Layer):
     """Promptable visual segmentation with SAM 3's tracker heads.
 
     The image runs through the ViT and the tracker's own FPN neck (levels
@@ -40,8 +42,7 @@ class SAM3Tracker(keras.layers.Layer):
     def __init__(self, vision_encoder, prompt_encoder, mask_decoder, add_no_memory_embedding=True, **kwargs):
         super().__init__(**kwargs)
         # Clicks and boxes reach the prompt encoder in float32 (it normalizes
-        # them first); the vision encoder casts the images itself.
-        self._convert_input_args = False
+        # them first; `UnconvertedInputs`); the vision encoder casts the images.
         self.vision_encoder = vision_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -115,12 +116,6 @@ class SAM3Tracker(keras.layers.Layer):
             features["high_resolution"],
             multimask_output=multimask_output,
         )
-
-    def __call__(self, images, *args, **kwargs):
-        # Input conversion is off (see `__init__`), and Keras then takes only
-        # tensors positionally.
-        args = [a if a is None or isinstance(a, bool) else ops.convert_to_tensor(a) for a in args]
-        return super().__call__(ops.convert_to_tensor(images), *args, **kwargs)
 
     def call(self, images, points=None, labels=None, boxes=None, masks=None, multimask_output=True):
         return self.decode(self.encode(images), points, labels, boxes, masks, multimask_output)
