@@ -58,6 +58,17 @@ def parse_point(text):
     return _parse_prompt(text, 2, "a point is x,y[:label]")
 
 
+def parse_nms_threshold(text):
+    """A mask IoU in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the NMS threshold is a mask IoU in [0, 1]; got {text!r}")
+    return value
+
+
 def load_image(path):
     """An image file as an upright RGB PIL image: EXIF orientation applied,
     transparency composited onto white (`to_rgb_uint8`)."""
@@ -132,7 +143,7 @@ def draw_overlay(image, instances):
     return overlay
 
 
-def segment_image(segmenter, path, prompts, boxes, labels, threshold, log):
+def segment_image(segmenter, path, prompts, boxes, labels, threshold, log, nms_threshold=None):
     image = load_image(path)
     log(f"{path}: {image.width}x{image.height}, encoding")
     encoding = segmenter.encode(np.asarray(image))
@@ -147,6 +158,7 @@ def segment_image(segmenter, path, prompts, boxes, labels, threshold, log):
         [q[1] for q in queries] if boxes else None,
         [q[2] for q in queries] if boxes else None,
         threshold=threshold,
+        nms_threshold=nms_threshold,
     )
     instances = []
     for (prompt, _, _), result in zip(queries, results):
@@ -176,6 +188,13 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="sam3_out", help="where the overlays and JSON go")
     parser.add_argument("--threshold", type=float, default=0.5, help="keep instances scoring above this")
     parser.add_argument(
+        "--nms-threshold",
+        type=parse_nms_threshold,
+        default=None,
+        help="drop an instance whose mask overlaps a higher-scoring one of the same prompt with IoU "
+        "above this (0-1; Meta's optional mask NMS); by default none is dropped, as in the reference",
+    )
+    parser.add_argument(
         "--default-allocator",
         action="store_true",
         help="leave glibc's malloc as it is (by default large freed blocks are kept for reuse: "
@@ -186,6 +205,8 @@ def main(argv=None):
         parser.error("give at least one --prompt, --box or --point")
     if args.point and (args.prompt or len(args.box) > 1):
         parser.error("clicks (--point) take at most one --box and no --prompt")
+    if args.point and args.nms_threshold is not None:
+        parser.error("--nms-threshold applies to concept prompts (--prompt, --box); clicks (--point) give one mask")
     if args.point and args.box and args.box[0][1] != 1:
         parser.error("clicks (--point) take one positive --box (x1,y1,x2,y2); the tracker has no negative boxes")
     if args.point:
@@ -227,7 +248,9 @@ def main(argv=None):
                 boxes[0] if boxes else None, log,
             )
         else:
-            image, instances = segment_image(segmenter, path, args.prompt, boxes, labels, args.threshold, log)
+            image, instances = segment_image(
+                segmenter, path, args.prompt, boxes, labels, args.threshold, log, args.nms_threshold
+            )
         overlay_path = os.path.join(args.output_dir, f"{stem}_overlay.png")
         draw_overlay(image, instances).save(overlay_path)
         record = {

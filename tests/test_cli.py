@@ -135,8 +135,9 @@ def test_click_command_uses_the_tracker(tmp_path):
 
 
 def test_command_line_mistakes_are_named_before_any_model_loads(tmp_path):
-    """A missing image, a box or click label other than 0 / 1 and a
-    non-numeric coordinate stop at argument parsing (exit 2) with a message,
+    """A missing image, a box or click label other than 0 / 1, a
+    non-numeric coordinate and an NMS threshold outside [0, 1] or with clicks
+    stop at argument parsing (exit 2) with a message,
     not with a traceback after minutes of loading."""
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(image)
@@ -145,6 +146,9 @@ def test_command_line_mistakes_are_named_before_any_model_loads(tmp_path):
         ([str(image), "--box", "1,2,3,4:2"], "the label is 1 (positive) or 0 (negative)"),
         ([str(image), "--point", "a,b"], "a point is x,y[:label], numbers in pixels"),
         ([str(image), "--point", "1,2:3"], "the label is 1 (positive) or 0 (negative)"),
+        ([str(image), "--prompt", "a", "--nms-threshold", "1.5"], "the NMS threshold is a mask IoU in [0, 1]"),
+        ([str(image), "--prompt", "a", "--nms-threshold", "x"], "the NMS threshold is a mask IoU in [0, 1]"),
+        ([str(image), "--point", "1,2", "--nms-threshold", "0.5"], "--nms-threshold applies to concept prompts"),
     ]
     for argv, message in cases:
         done = subprocess.run(

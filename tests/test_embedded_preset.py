@@ -4,6 +4,7 @@ backend, its held-out figures (`presets/sam3_shapes/evaluation.json`,
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -67,11 +68,12 @@ def test_absent_concepts_are_counted_by_what_separates_them():
 
 
 def test_readme_first_command(tmp_path):
-    command = [
-        sys.executable, "-m", "keras_sam3", EXAMPLE,
-        "--prompt", "triangle", "--prompt", "red circle",
-        "--preset", "sam3_shapes", "--output-dir", str(tmp_path),
-    ]  # fmt: skip
+    # The README's own command (after its install steps), output to tmp_path.
+    with open(os.path.join(ROOT, "README.md")) as f:
+        (line,) = [l for l in f if "python -m keras_sam3 presets/examples/shapes.png" in l]
+    argv = shlex.split(line.split("&&")[-1])
+    assert argv[:3] == ["python", "-m", "keras_sam3"] and argv[-2:] == ["--output-dir", "out"], argv
+    command = [sys.executable, *argv[1:-1], str(tmp_path)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     written = sorted(os.listdir(tmp_path))
@@ -79,3 +81,21 @@ def test_readme_first_command(tmp_path):
     with open(os.path.join(tmp_path, [n for n in written if n.endswith(".json")][0])) as f:
         report = json.load(f)
     assert report["size"] == [128, 128] and isinstance(report["instances"], list)
+    # The example holds two triangles (a small purple and a large green one)
+    # and one red circle: one instance each, each on its own object.
+    _, objects = ShapesGenerator(seed=EXAMPLE_SEED).scene()
+    for prompt, wanted in (("triangle", {"shape": "triangle"}), ("red circle", {"shape": "circle", "color": "red"})):
+        truth = [o["mask"] for o in objects if all(o[k] == v for k, v in wanted.items())]
+        found = [_rle_mask(i["mask_rle"]) for i in report["instances"] if i["prompt"] == prompt]
+        assert len(found) == len(truth), (prompt, len(found))
+        for mask in truth:
+            best = max((mask & f).sum() / (mask | f).sum() for f in found)
+            assert best > 0.75, (prompt, best)
+
+
+def _rle_mask(rle):
+    values, flat = False, []
+    for count in rle["counts"]:
+        flat += [values] * count
+        values = not values
+    return np.array(flat, bool).reshape(rle["size"], order="F")

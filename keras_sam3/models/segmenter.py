@@ -14,6 +14,7 @@ from keras_sam3.models.backbone import IMAGE_LEVELS
 from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
 from keras_sam3.models.preprocessor import trim_prompt_padding
+from keras_sam3.ops.masks import check_nms_threshold
 from keras_sam3.ops.masks import post_process_instances
 from keras_sam3.ops.matching import clear_host_errors
 from keras_sam3.ops.matching import raise_host_errors
@@ -414,7 +415,14 @@ class SAM3PromptableConceptImageSegmenter(Task):
             self.backbone.text_encoder.trainable = False
 
     def segment(
-        self, images, prompts=None, boxes=None, box_labels=None, threshold=0.5, mask_threshold=0.5
+        self,
+        images,
+        prompts=None,
+        boxes=None,
+        box_labels=None,
+        threshold=0.5,
+        mask_threshold=0.5,
+        nms_threshold=None,
     ):
         """Instances per image, at the original image size.
 
@@ -425,15 +433,21 @@ class SAM3PromptableConceptImageSegmenter(Task):
             threshold: float. Minimum `sigmoid(logit) * sigmoid(presence)`.
                 Defaults to `0.5` (Meta's; the transformers processor uses 0.3).
             mask_threshold: float. Defaults to `0.5`.
+            nms_threshold: `None` or float in [0, 1]. When given, an instance
+                whose mask overlaps a higher-scoring instance of the same
+                prompt with IoU above it is dropped (Meta's optional mask
+                NMS; `keras_sam3.ops.masks.mask_nms`). Defaults to `None`:
+                no suppression, as the reference processor.
 
         Returns:
             A list (one per image) of dicts: `scores` `(K,)`, `boxes` `(K, 4)`
             pixel xyxy, `masks` bool `(K, H, W)`, `indices` `(K,)` query
             indices and `semantic_mask` bool `(H, W)`.
         """
+        check_nms_threshold(nms_threshold)
         inputs, sizes = self._preprocess(images, prompts, boxes, box_labels)
         outputs = self.backbone.predict_on_batch(inputs)
-        return post_process_instances(outputs, sizes, threshold, mask_threshold)
+        return post_process_instances(outputs, sizes, threshold, mask_threshold, nms_threshold)
 
     # --- one image encoding, many prompts --------------------------------
     def _build_split_models(self):
@@ -485,15 +499,17 @@ class SAM3PromptableConceptImageSegmenter(Task):
         image_index=0,
         threshold=0.5,
         mask_threshold=0.5,
+        nms_threshold=None,
     ):
         """Several prompts on one encoded image, in one batched call.
 
         `prompts` is a list of strings (and/or `boxes` a list of box lists,
         `box_labels` their labels), one entry per concept; every concept
         needs a text prompt, boxes, or both. Results come back in the same
-        order, each as `segment()` returns them. The image encoder does not
-        run again.
+        order, each as `segment()` returns them (the thresholds, NMS
+        included, are `segment()`'s). The image encoder does not run again.
         """
+        check_nms_threshold(nms_threshold)
         if self._prompt_model is None:
             self._build_split_models()
         preprocessor = self._require_preprocessor()
@@ -519,7 +535,7 @@ class SAM3PromptableConceptImageSegmenter(Task):
                 "box_labels": label_array,
             }
         )
-        return post_process_instances(outputs, sizes, threshold, mask_threshold)
+        return post_process_instances(outputs, sizes, threshold, mask_threshold, nms_threshold)
 
 
 class _RaiseHostErrors(keras.callbacks.Callback):

@@ -61,6 +61,27 @@ def test_one_encoding_many_prompts_equals_one_prompt_at_a_time(segmenter):
         assert np.mean(result["masks"] != alone["masks"]) < 1e-3
 
 
+def test_nms_threshold_drops_overlapping_instances_of_a_prompt(segmenter):
+    image = _images()[0]
+    plain = segmenter.segment(image, prompts="dog", threshold=0.0)[0]
+    kept = segmenter.segment(image, prompts="dog", threshold=0.0, nms_threshold=0.3)[0]
+    # The random tiny model's masks overlap: some instances go, the rest are
+    # the same instances as without suppression.
+    assert 0 < len(kept["indices"]) < len(plain["indices"])
+    rows = np.searchsorted(plain["indices"], kept["indices"])
+    np.testing.assert_array_equal(plain["indices"][rows], kept["indices"])
+    for key in ("scores", "boxes", "masks"):
+        np.testing.assert_array_equal(kept[key], plain[key][rows])
+    assert kept["scores"].max() == plain["scores"].max()  # the best one stays
+    encoded = segmenter.segment_encoded(segmenter.encode(image), ["dog"], threshold=0.0, nms_threshold=0.3)[0]
+    np.testing.assert_array_equal(encoded["indices"], kept["indices"])
+    for bad in (1.5, -1, "0.5"):
+        with pytest.raises(ValueError, match="nms_threshold must"):
+            segmenter.segment(image, prompts="dog", nms_threshold=bad)
+        with pytest.raises(ValueError, match="nms_threshold must"):
+            segmenter.segment_encoded(None, ["dog"], nms_threshold=bad)
+
+
 def test_short_prompts_reach_the_model_without_trailing_padding(segmenter, monkeypatch):
     # The toy tokenizer spells bytes: "dog" is 5 tokens (8 columns reach
     # the model), "the large blue square" 23 (all 32).
