@@ -2,23 +2,32 @@
 
 A tiny random reference is saved with `save_pretrained`, converted with our
 converter, and both run the same prompts. Asserted, float32:
-`max|ours - ref| <= 1e-4 * max(1, max|ref|)` on pred_logits, pred_boxes,
-presence_logits, semantic_seg and pred_masks.
+`max|ours - ref| <= 2e-5 * max(1, max|ref|)` on pred_logits, pred_boxes,
+presence_logits, semantic_seg and pred_masks (the largest difference seen
+on the three backends is 7e-6; a review of 2026-12-05 found that at 1e-4 a
+ViT layer-norm epsilon of 1e-5 instead of 1e-6 moved the outputs by a
+quarter of the tolerance). Normalization epsilons are also compared
+directly, and a checkpoint scaled so that the presence (+-10) and score
+(+-12) clamps and the box sigmoids saturate is compared as well.
 
 Text-only prompts: by default we follow Meta (the geometry encoder always
 adds its CLS token), which the reference reproduces when given one padding
 box; `cls_without_boxes=False` follows the reference's own text-only path.
 """
 
+import collections
+
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
+from safetensors.numpy import save_file
 
 from keras_sam3.convert.hf_to_keras import convert_backbone
 from keras_sam3.convert.verify import run_reference
 from tests.parity import reference as ref_lib
 from tests.parity.roi_align_reference import install_in_reference
 
-TOL = 1e-4
+TOL = 2e-5
 SIZE = 112
 OUTPUTS = ("pred_logits", "pred_boxes", "presence_logits", "semantic_seg", "pred_masks")
 
@@ -55,10 +64,10 @@ def _run(model, inputs):
     return {k: np.asarray(v) for k, v in model.predict_on_batch(inputs).items()}
 
 
-def _check(ours_model, inputs, expected):
+def _check(ours_model, inputs, expected, tolerance=TOL):
     ours = _run(ours_model, inputs)
     for name in OUTPUTS:
-        ref_lib.assert_close(ours[name], expected[name], TOL, name)
+        ref_lib.assert_close(ours[name], expected[name], tolerance, name)
     return ours
 
 
@@ -115,3 +124,75 @@ def test_batch_with_different_prompts_and_box_counts(models):
     labels = [[1, 0, 1], [0, -10, -10]]
     inputs = _inputs(2, [4, 11], boxes, labels, seed=3)
     _check(ours, inputs, run_reference(model, inputs))
+
+
+def test_normalization_epsilons_match_the_reference_per_component(models):
+    """Each component's layer and group norms use the reference's epsilons
+    (the ViT's 1e-6 against the config's 1e-5, spec): an epsilon off by 10x
+    moves most outputs by less than the tolerance, so they are compared."""
+    model, ours, _, _ = models
+
+    def kind(name):
+        return "GroupNorm" if name.startswith("Group") else "LayerNorm"
+
+    reference = collections.defaultdict(set)
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "eps", None), float):
+            reference[name.split(".")[0]].add((kind(type(module).__name__), module.eps))
+    found = collections.defaultdict(set)
+
+    def walk(layer, component):
+        for sub in layer._flatten_layers(include_self=False, recursive=False):
+            if hasattr(sub, "epsilon"):
+                found[component].add((kind(type(sub).__name__), float(sub.epsilon)))
+            walk(sub, component)
+
+    for component in ours._flatten_layers(include_self=False, recursive=False):
+        walk(component, component.name.removeprefix("sam3_"))
+    assert reference["vision_encoder"] == {("LayerNorm", 1e-6)}
+    assert dict(found) == dict(reference)
+
+
+@pytest.fixture(scope="module")
+def saturated(tmp_path_factory):
+    """The tiny checkpoint with the presence head, the scoring's query
+    projection and the box head scaled up: presence logits reach the +-10
+    clamp, scores the +-12 clamp, boxes saturate their sigmoid."""
+    install_in_reference()
+    model = ref_lib.make_reference_model(ref_lib.tiny_sam3_config(SIZE), seed=3)
+    directory = ref_lib.save_reference(model, tmp_path_factory.mktemp("sam3_saturated"))
+    path = f"{directory}/model.safetensors"
+    tensors = load_file(path)
+    scales = {
+        "detr_decoder.presence_head.layer3.": 300.0,
+        "dot_product_scoring.query_proj.": 200.0,
+        "detr_decoder.box_head.layer3.": 40.0,
+    }
+    scaled = 0
+    for key in tensors:
+        for part, factor in scales.items():
+            if part in key:
+                tensors[key] = tensors[key] * np.float32(factor)
+                scaled += 1
+    assert scaled == 2 * len(scales)  # a kernel and a bias each
+    save_file(tensors, path, metadata={"format": "pt"})
+    reference = type(model).from_pretrained(directory).eval()
+    ours, _ = convert_backbone(directory)
+    return reference, ours
+
+
+def test_clamped_and_saturated_outputs(saturated):
+    reference, ours = saturated
+    boxes = [
+        [[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.1], [0.02, 0.98, 0.03, 0.03]],
+        [[0.7, 0.2, 0.2, 0.3], [0.5, 0.5, 1.0, 1.0], [-10, -10, 0, 0]],
+    ]
+    inputs = _inputs(2, [4, 11], boxes, [[1, 0, 1], [0, 1, -10]], seed=3)
+    expected = run_reference(reference, inputs)
+    # The clamps and saturations are reached, so the test covers them.
+    assert np.abs(expected["presence_logits"]).max() == 10.0
+    assert np.mean(np.abs(expected["pred_logits"]) == 12.0) > 0.5
+    assert np.mean((expected["pred_boxes"] < 1e-3) | (expected["pred_boxes"] > 1 - 1e-3)) > 0.2
+    # The scaled weights scale rounding too (scores below the clamp are 200x
+    # larger): 1e-4 of scale here, against a wrong clamp's error of order 1.
+    _check(ours, inputs, expected, tolerance=1e-4)

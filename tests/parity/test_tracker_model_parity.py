@@ -56,13 +56,22 @@ def _run_reference(reference, images, points=None, labels=None, boxes=None, mask
     }
 
 
-def _check(models, multimask=True, **prompts):
+def _check(models, multimask=True, batch=1, **prompts):
     reference, ours, *_ = models
-    images = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype("float32")
+    images = np.random.default_rng(0).uniform(-1, 1, (batch, SIZE, SIZE, 3)).astype("float32")
     expected = _run_reference(reference, images, multimask=multimask, **prompts)
     got = ours(images, multimask_output=multimask, **prompts)
     for name, value in expected.items():
         ref_lib.assert_close(keras.ops.convert_to_numpy(got[name]), value, TOL, name)
+    return expected
+
+
+def _batch_prompts():
+    """Two images with two prompts each: clicks padded with label -10 and a box per prompt."""
+    points = np.random.default_rng(5).uniform(0, SIZE, (2, 2, 3, 2)).astype("float32")
+    labels = np.array([[[1, 0, -10], [1, 1, 0]], [[0, 1, 1], [1, -10, -10]]], "int32")
+    boxes = np.array([[[10, 20, 80, 90], [50, 5, 100, 60]], [[0, 0, 112, 112], [30, 40, 35, 45]]], "float32")
+    return points, labels, boxes
 
 
 def test_every_tracker_tensor_is_loaded(models):
@@ -95,6 +104,39 @@ def test_a_mask_input(models):
     masks = np.random.default_rng(1).normal(size=(1, 4 * SIZE // 14, 4 * SIZE // 14, 1)).astype("float32")
     _check(models, multimask=False, points=np.array([[[[30.0, 40.0]]]], "float32"),
            labels=np.array([[[1]]], "int32"), masks=masks)
+
+
+@pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
+def test_two_images_with_two_prompts_each(models, multimask):
+    points, labels, boxes = _batch_prompts()
+    _check(models, multimask, batch=2, points=points, labels=labels, boxes=boxes)
+
+
+def test_no_prompt_at_all(models):
+    _check(models)
+
+
+def test_single_mask_output_when_its_own_mask_is_stable(models):
+    """With one mask asked for, the decoder keeps its single-mask token when
+    that mask is stable, else the best of the three multimask outputs. The
+    tiny model's masks never pass Meta's 0.98, so the threshold is lowered on
+    both models: every row then takes the single-mask token, which must
+    differ from the fallback for the test to mean anything."""
+    reference, ours, *_ = models
+    points, labels, _ = _batch_prompts()
+    before = reference.mask_decoder.dynamic_multimask_stability_thresh, ours.mask_decoder.stability_threshold
+    try:
+        reference.mask_decoder.dynamic_multimask_stability_thresh = 0.0
+        ours.mask_decoder.stability_threshold = 0.0
+        stable = _check(models, False, batch=2, points=points, labels=labels)
+    finally:
+        reference.mask_decoder.dynamic_multimask_stability_thresh, ours.mask_decoder.stability_threshold = before
+    images = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    fallback = _run_reference(reference, images, points, labels, multimask=False)
+    for row in range(2):
+        for prompt in range(2):
+            difference = np.abs(stable["masks"][row, prompt] - fallback["masks"][row, prompt]).max()
+            assert difference > 100 * TOL * max(1.0, np.abs(fallback["masks"]).max()), (row, prompt)
 
 
 def test_meta_mode_adds_the_no_memory_embedding(models):
