@@ -196,3 +196,49 @@ def test_clamped_and_saturated_outputs(saturated):
     # The scaled weights scale rounding too (scores below the clamp are 200x
     # larger): 1e-4 of scale here, against a wrong clamp's error of order 1.
     _check(ours, inputs, expected, tolerance=1e-4)
+
+
+def test_every_decoder_layer_matches(models):
+    """The per-layer outputs the training loss reads (`all_pred_logits`,
+    `all_pred_boxes`, `all_presence_logits`, `reference_boxes`). The
+    reference returns only the last layer's scores and boxes; its decoder's
+    per-layer states are caught with a hook and put through its own box head
+    and scoring, as its forward does for the last layer."""
+    from transformers.models.sam3 import modeling_sam3
+
+    model, ours, _, _ = models
+    boxes = [[[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.1]], [[0.7, 0.2, 0.2, 0.3], [-10, -10, 0, 0]]]
+    inputs = _inputs(2, [4, 11], boxes, [[1, 0], [0, -10]], seed=4)
+    captured = {}
+
+    def hook(module, args, kwargs, output):
+        captured.update(output=output, text=kwargs["text_features"], mask=kwargs["text_mask"])
+
+    handle = model.detr_decoder.register_forward_hook(hook, with_kwargs=True)
+    try:
+        run_reference(model, inputs)
+    finally:
+        handle.remove()
+    decoded = captured["output"]
+    with ref_lib.torch.no_grad():
+        offsets = model.detr_decoder.box_head(decoded.intermediate_hidden_states)
+        boxes = modeling_sam3.box_cxcywh_to_xyxy(
+            (modeling_sam3.inverse_sigmoid(decoded.reference_boxes) + offsets).sigmoid()
+        )
+        logits = model.dot_product_scoring(
+            decoder_hidden_states=decoded.intermediate_hidden_states,
+            text_features=captured["text"],
+            text_mask=captured["mask"],
+        ).squeeze(-1)
+    layers_first = lambda t: np.swapaxes(t.numpy(), 0, 1)  # noqa: E731  (L, B, ...) -> (B, L, ...)
+    expected = {
+        "all_pred_logits": layers_first(logits),
+        "all_pred_boxes": layers_first(boxes),
+        "all_presence_logits": layers_first(decoded.presence_logits),
+        "reference_boxes": layers_first(decoded.reference_boxes),
+    }
+    ours_out = _run(ours, inputs)
+    assert expected["all_pred_logits"].shape[1] == ref_lib.tiny_sam3_config(SIZE).detr_decoder_config.num_layers
+    for name, value in expected.items():
+        assert ours_out[name].shape == value.shape, (name, ours_out[name].shape, value.shape)
+        ref_lib.assert_close(ours_out[name], value, TOL, name)
