@@ -28,11 +28,14 @@ def sam3_layout_map(device_mesh, model_axis="model"):
         model_axis: str. Mesh axis the kernels are split over. Defaults to
             `"model"`.
 
-    Example:
-    >>> mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"])
-    >>> distribution = keras.distribution.ModelParallel(
-    ...     layout_map=sam3_layout_map(mesh), batch_dim_name="batch")
-    >>> keras.distribution.set_distribution(distribution)
+    Example (on a host with 8 devices; JAX):
+
+    ```python
+    mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"])
+    distribution = keras.distribution.ModelParallel(
+        layout_map=sam3_layout_map(mesh), batch_dim_name="batch")
+    keras.distribution.set_distribution(distribution)
+    ```
     """
     if model_axis not in device_mesh.axis_names:
         raise ValueError(f"The mesh has axes {device_mesh.axis_names}, not {model_axis!r}.")

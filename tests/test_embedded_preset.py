@@ -14,6 +14,7 @@ from PIL import Image
 from keras_sam3 import SAM3PromptableConceptImageSegmenter
 from keras_sam3 import presets
 from keras_sam3.data.synthetic_shapes import ShapesGenerator
+from tests.test_cli import _decode as _rle_mask
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 from evaluate_embedded import evaluate  # noqa: E402
@@ -91,11 +92,3 @@ def test_readme_first_command(tmp_path):
         for mask in truth:
             best = max((mask & f).sum() / (mask | f).sum() for f in found)
             assert best > 0.75, (prompt, best)
-
-
-def _rle_mask(rle):
-    values, flat = False, []
-    for count in rle["counts"]:
-        flat += [values] * count
-        values = not values
-    return np.array(flat, bool).reshape(rle["size"], order="F")

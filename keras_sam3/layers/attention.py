@@ -41,7 +41,7 @@ class Attention(keras.layers.Layer):
     Example:
     >>> layer = Attention(hidden_dim=16, num_heads=2)
     >>> x = keras.random.normal((1, 5, 16))
-    >>> layer(x).shape
+    >>> tuple(layer(x).shape)
     (1, 5, 16)
     """
 

@@ -15,7 +15,7 @@ class Conv2D(InPlaceInitializers, keras.layers.Conv2D):
     files; another name would break saved presets).
 
     Example:
-    >>> Conv2D(4, 3, padding="same")(keras.ops.ones((1, 8, 8, 2))).shape
+    >>> tuple(Conv2D(4, 3, padding="same")(keras.ops.ones((1, 8, 8, 2))).shape)
     (1, 8, 8, 4)
     """
 
@@ -32,7 +32,7 @@ class Conv2DTranspose(InPlaceInitializers, keras.layers.Conv2DTranspose):
     in (`keras_sam3.ops.conv2d_transpose`).
 
     Example:
-    >>> Conv2DTranspose(4, 2, strides=2)(keras.ops.ones((1, 8, 8, 2))).shape
+    >>> tuple(Conv2DTranspose(4, 2, strides=2)(keras.ops.ones((1, 8, 8, 2))).shape)
     (1, 16, 16, 4)
     """
 

@@ -19,7 +19,7 @@ class Dense(InPlaceInitializers, keras.layers.Dense):
     weight files: another name would break every saved preset.
 
     Example:
-    >>> Dense(4)(keras.ops.ones((2, 3, 8))).shape
+    >>> tuple(Dense(4)(keras.ops.ones((2, 3, 8))).shape)
     (2, 3, 4)
     """
 

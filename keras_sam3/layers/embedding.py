@@ -11,6 +11,6 @@ class Embedding(InPlaceInitializers, keras.layers.Embedding):
     and class name as Keras' layer.
 
     Example:
-    >>> Embedding(10, 4)(keras.ops.array([[1, 2]])).shape
+    >>> tuple(Embedding(10, 4)(keras.ops.array([[1, 2]])).shape)
     (1, 2, 4)
     """

@@ -17,7 +17,7 @@ class MLP(keras.layers.Layer):
         output_dim: int, optional. Output width. Defaults to `hidden_dim`.
 
     Example:
-    >>> MLP(hidden_dim=8, intermediate_dim=32)(keras.ops.ones((2, 3, 8))).shape
+    >>> tuple(MLP(hidden_dim=8, intermediate_dim=32)(keras.ops.ones((2, 3, 8))).shape)
     (2, 3, 8)
     """
 
@@ -99,7 +99,7 @@ class StackedMLP(keras.layers.Layer):
             module names). Defaults to `layer1`, `layer2`, ...
 
     Example:
-    >>> StackedMLP(16, 4, num_layers=3)(keras.ops.ones((2, 8))).shape
+    >>> tuple(StackedMLP(16, 4, num_layers=3)(keras.ops.ones((2, 8))).shape)
     (2, 4)
     """
 

@@ -52,7 +52,7 @@ Targets (`y`), a dict:
         valid instance is a negative (its concept is absent). Valid boxes
         must be finite, inside [0, 1] and have `x2 > x1`, `y2 > y1`, and
         valid masks lie in [0, 1]: otherwise `fit` stops with a message
-        (`TARGET_PROBLEMS`, checked in the step's host call; on JAX the
+        (`keras_sam3.losses.targets.TARGET_PROBLEMS`, checked in the step's host call; on JAX the
         loss is NaN and the segmenter's `fit` raises after the batch,
         `keras_sam3.ops.matching`). Padding slots may hold anything, NaN
         included.
@@ -65,10 +65,14 @@ Targets (`y`), a dict:
 import keras
 from keras import ops
 
+from keras_sam3.losses.targets import TARGET_PROBLEMS
+from keras_sam3.losses.targets import check_target_structure
+from keras_sam3.losses.targets import target_problems
 from keras_sam3.ops.boxes import box_iou_and_giou
 from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
 from keras_sam3.ops.matching import FAILED
 from keras_sam3.ops.matching import hungarian_match
+from keras_sam3.ops.resize import resize_masks
 
 
 def _bce(logits, targets):
@@ -88,93 +92,6 @@ def _dice(logits, targets):
     p = ops.sigmoid(logits)
     numerator = 2.0 * ops.sum(p * targets, axis=-1) + 1.0
     return 1.0 - numerator / (ops.sum(p, axis=-1) + ops.sum(targets, axis=-1) + 1.0)
-
-
-def _resize(masks, size):
-    """`(B, n, h, w)` -> `(B, n, H, W)`, bilinear with half-pixel centres.
-
-    `size` may hold tensors where the targets' resolution is unknown while
-    tracing (TensorFlow retraces with such shapes when it changes between
-    batches); `keras.ops.image.resize` takes ints only, so that case calls
-    `tf.image.resize`, the op Keras' own TensorFlow resize runs.
-    """
-    static = all(isinstance(n, int) for n in size)
-    if static and tuple(masks.shape[2:]) == tuple(size):
-        return masks
-    batch, count, h, w = ops.shape(masks)
-    # (B, n, h, w) -> (B*n, h, w, 1)
-    flat = ops.reshape(masks, (-1, h, w, 1))
-    if static:
-        flat = ops.image.resize(flat, size, interpolation="bilinear", antialias=False)
-    else:
-        import tensorflow as tf
-
-        flat = tf.image.resize(flat, tf.stack(size), method="bilinear", antialias=False)
-    return ops.reshape(flat, (batch, count, size[0], size[1]))
-
-
-TARGET_KEYS = ("boxes", "valid", "masks", "mask_valid")
-# How far outside [0, 1] a normalized box coordinate may lie (rounding).
-BOX_TOLERANCE = 1e-3
-TARGET_PROBLEMS = (
-    "{} valid ground-truth boxes are not finite (mark padding with valid = 0, not NaN).",
-    "{} valid ground-truth boxes have x2 <= x1 or y2 <= y1: boxes are normalized (x1, y1, x2, y2) "
-    "(are these (cx, cy, w, h)?); mark an empty instance valid = 0.",
-    "{} valid ground-truth boxes lie outside [0, 1]: boxes are normalized to the model input "
-    "(divide pixel boxes by the image's width and height).",
-    "{} mask values of valid instances lie outside [0, 1]: masks are 0 / 1 (not 0 / 255).",
-)
-
-
-def check_target_structure(y_true):
-    """Keys and shapes of `SAM3Loss` targets: a clear error at trace time."""
-    if not isinstance(y_true, dict):
-        raise TypeError(
-            "SAM3Loss targets are a dict with 'boxes' (B, G, 4), 'valid' (B, G) and, for the "
-            f"mask losses, 'masks' (B, G, Hm, Wm); got {type(y_true).__name__}."
-        )
-    missing = [k for k in ("boxes", "valid") if k not in y_true]
-    if missing:
-        raise ValueError(f"SAM3Loss targets lack {missing}; they need 'boxes' and 'valid'.")
-    unknown = sorted(set(y_true) - set(TARGET_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown SAM3Loss target keys {unknown}; the keys are {list(TARGET_KEYS)}.")
-    boxes = y_true["boxes"].shape
-    if len(boxes) != 3 or boxes[-1] != 4:
-        raise ValueError(f"Target 'boxes' must be (B, G, 4) normalized xyxy; got shape {tuple(boxes)}.")
-    expected = {"valid": 2, "mask_valid": 2, "masks": 4}
-    for key, rank in expected.items():
-        if key not in y_true:
-            continue
-        shape = tuple(y_true[key].shape)
-        same = all(a is None or b is None or a == b for a, b in zip(shape[:2], boxes[:2]))
-        if len(shape) != rank or not same:
-            layout = "(B, G, Hm, Wm)" if key == "masks" else "(B, G)"
-            raise ValueError(
-                f"Target '{key}' must be {layout} with (B, G) as in 'boxes' {tuple(boxes)}; got shape {shape}."
-            )
-
-
-def _target_problems(y_true, gt_xyxy, valid):
-    """Counts of the `TARGET_PROBLEMS` among valid instances, `(4,)` int32."""
-    is_valid = valid > 0
-    finite = ops.all(ops.isfinite(gt_xyxy), axis=-1)
-    boxes = ops.where(finite[..., None], gt_xyxy, 0.0)
-    inverted = (boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])
-    outside = ops.any((boxes < -BOX_TOLERANCE) | (boxes > 1.0 + BOX_TOLERANCE), axis=-1)
-    counts = [
-        is_valid & ~finite,
-        is_valid & finite & inverted,
-        is_valid & finite & outside,
-    ]
-    counts = [ops.sum(ops.cast(c, "int32")) for c in counts]
-    if "masks" in y_true:
-        masks = ops.cast(y_true["masks"], "float32")
-        bad = ~((masks >= 0.0) & (masks <= 1.0))  # NaN included
-        counts.append(ops.sum(ops.cast(bad & is_valid[:, :, None, None], "int32")))
-    else:
-        counts.append(ops.zeros((), "int32"))
-    return ops.stack(counts)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
@@ -269,7 +186,7 @@ class SAM3Loss:
         """
         batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
         h, w = mask_logits.shape[2], mask_logits.shape[3]
-        targets = ops.reshape(_resize(gt_masks, (h, w)), (batch, count, h * w))  # (B, G, P)
+        targets = ops.reshape(resize_masks(gt_masks, (h, w)), (batch, count, h * w))  # (B, G, P)
         logits = ops.reshape(mask_logits, (batch, -1, h * w))  # (B, Q, P)
         targets_t = ops.transpose(targets, (0, 2, 1))  # (B, P, G)
         # BCE(x, t) = softplus(x) - x t, averaged over the P pixels.
@@ -348,7 +265,7 @@ class SAM3Loss:
         valid = ops.cast(y_true["valid"], "float32")
         # Checked on the host with the first layer's matching: bad values of
         # valid instances stop `fit` with a message (`TARGET_PROBLEMS`).
-        problems = _target_problems(y_true, gt_xyxy, valid)
+        problems = target_problems(y_true, gt_xyxy, valid)
         # Whatever padding slots hold (NaN included) must not reach the sums.
         gt_xyxy = ops.where(ops.isfinite(gt_xyxy), gt_xyxy, 0.0)
         has_gt = ops.cast(ops.sum(valid, axis=-1) > 0, "float32")  # (B,)
@@ -419,7 +336,7 @@ class SAM3Loss:
         h, w = pred_masks.shape[2], pred_masks.shape[3]
         # (B, Q, h, w) -> (B, G, h, w): the last layer's matches, upsampled
         gather = ops.broadcast_to(index[:, :, None, None], (batch, count, h, w))
-        matched = _resize(ops.take_along_axis(pred_masks, gather, axis=1), size)
+        matched = resize_masks(ops.take_along_axis(pred_masks, gather, axis=1), size)
         is_matched = ops.sum(assignment, axis=-1)  # (B, G)
         # Prompts whose semantic target is known: every valid instance has a
         # mask (a box-only instance's region is unknown, not background).
@@ -441,7 +358,7 @@ class SAM3Loss:
         # Semantic segmentation against the union of the prompt's instances.
         union = ops.max(gt_masks * valid[:, :, None, None], axis=1)  # (B, Hm, Wm)
         semantic = ops.cast(y_pred["semantic_seg"], "float32")[..., 0][:, None]  # (B, 1, h, w)
-        semantic = ops.reshape(_resize(semantic, size), (batch, -1))
+        semantic = ops.reshape(resize_masks(semantic, size), (batch, -1))
         union = ops.reshape(union, (batch, -1))
         positive = ops.cast(ops.sum(union, axis=-1) > 0, "float32")
         if self.negative_prompts:

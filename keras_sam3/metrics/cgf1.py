@@ -55,8 +55,12 @@ class ConceptSegmentationEvaluator:
 
     Example:
     >>> evaluator = ConceptSegmentationEvaluator()
-    >>> evaluator.update(scores, pred_masks, gt_masks)  # one pair
-    >>> evaluator.result()["cgF1"]
+    >>> square = np.zeros((1, 8, 8), bool)
+    >>> square[0, 2:6, 2:6] = True
+    >>> evaluator.update([0.9], square, square)  # a prompt with one object, found
+    >>> evaluator.update([0.2], square, np.zeros((0, 8, 8), bool))  # an absent concept, not answered
+    >>> round(evaluator.result()["cgF1"], 3)
+    1.0
     """
 
     def __init__(self, score_threshold=0.5, iou_thresholds=IOU_THRESHOLDS):

@@ -120,7 +120,7 @@ class SAM3TextEncoder(keras.layers.Layer):
     >>> encoder = SAM3TextEncoder(vocabulary_size=100, hidden_dim=32,
     ...     intermediate_dim=64, num_layers=2, num_heads=2, output_dim=16)
     >>> out = encoder(keras.ops.ones((2, 32), "int32"))
-    >>> out["text_features"].shape
+    >>> tuple(out["text_features"].shape)
     (2, 32, 16)
     """
 

@@ -73,11 +73,19 @@ class SAM3Tokenizer:
         merges: list of `(a, b)` pairs, or a path to a `merges.txt`.
         sequence_length: int. Ids per prompt. Defaults to `32`.
 
-    Example:
-    >>> tokenizer = SAM3Tokenizer.from_open_clip("bpe_simple_vocab_16e6.txt.gz")
-    >>> ids, mask = tokenizer(["a red circle", "dog"])
-    >>> ids.shape
-    (2, 32)
+    Example (the real CLIP merges ship in the `open_clip_torch` wheel as
+    `open_clip/bpe_simple_vocab_16e6.txt.gz`):
+
+    ```python
+    tokenizer = SAM3Tokenizer.from_open_clip("bpe_simple_vocab_16e6.txt.gz")
+    ```
+
+    and on the small vocabulary of `keras_sam3.data`:
+
+    >>> from keras_sam3.data import shapes_tokenizer
+    >>> ids, mask = shapes_tokenizer()(["a red circle", "dog"])
+    >>> tuple(ids.shape), mask[0, :6].tolist()  # start, a, red, circle, end
+    ((2, 32), [1, 1, 1, 1, 1, 0])
     """
 
     def __init__(self, vocabulary, merges, sequence_length=32):

@@ -46,7 +46,7 @@ class SAM3VisionEncoder(keras.layers.Layer):
     ...     num_layers=2, num_heads=2, pretrain_image_size=56, window_size=4,
     ...     global_attn_indexes=(1,), fpn_hidden_dim=16)
     >>> out = encoder(keras.ops.zeros((1, 112, 112, 3)))
-    >>> out["fpn_hidden_states_0"].shape
+    >>> tuple(out["fpn_hidden_states_0"].shape)
     (1, 32, 32, 16)
     """
 

@@ -26,14 +26,18 @@ class SAM3PromptableVisualImageSegmenter:
         tracker: `SAM3Tracker`.
         image_converter: `SAM3ImageConverter`; defaults to the tracker's size.
 
-    Example:
-    >>> segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint("sam3_dir")
-    >>> encoding = segmenter.encode(image)
-    >>> first = segmenter.segment_encoded(encoding, points=[(120, 80)], labels=[1])
-    >>> refined = segmenter.segment_encoded(
-    ...     encoding, points=[(120, 80), (40, 30)], labels=[1, 0],
-    ...     mask_logits=first["low_res_logits"][first["iou_scores"].argmax()],
-    ...     multimask_output=False)
+    Example (with a Hugging Face SAM 3 checkpoint, e.g. a local copy of
+    `facebook/sam3`):
+
+    ```python
+    segmenter = SAM3PromptableVisualImageSegmenter.from_checkpoint("sam3_dir")
+    encoding = segmenter.encode(image)
+    first = segmenter.segment_encoded(encoding, points=[(120, 80)], labels=[1])
+    refined = segmenter.segment_encoded(
+        encoding, points=[(120, 80), (40, 30)], labels=[1, 0],
+        mask_logits=first["low_res_logits"][first["iou_scores"].argmax()],
+        multimask_output=False)
+    ```
     """
 
     def __init__(self, tracker, image_converter=None):

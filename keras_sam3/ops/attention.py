@@ -47,7 +47,7 @@ def dot_product_attention(q, k, v, bias=None, mask=None, scale=None, max_logits=
 
     Example:
     >>> q = keras.random.normal((1, 10, 2, 4))
-    >>> dot_product_attention(q, q, q, max_logits=40).shape
+    >>> tuple(dot_product_attention(q, q, q, max_logits=40).shape)
     (1, 10, 2, 4)
     """
     batch, tq, heads, depth = q.shape

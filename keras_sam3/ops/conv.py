@@ -36,7 +36,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
         Tensor `(B, H', W', C_out)`.
 
     Example:
-    >>> conv2d(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((3, 3, 2, 5)), padding="same").shape
+    >>> tuple(conv2d(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((3, 3, 2, 5)), padding="same").shape)
     (1, 4, 4, 5)
     """
     if keras.backend.backend() == "torch":
@@ -86,7 +86,7 @@ def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
         Tensor `(B, H', W', C_out)`.
 
     Example:
-    >>> conv2d_transpose(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((2, 2, 5, 2)), strides=2).shape
+    >>> tuple(conv2d_transpose(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((2, 2, 5, 2)), strides=2).shape)
     (1, 8, 8, 5)
     """
     if keras.backend.backend() == "torch":
@@ -166,7 +166,7 @@ def upsampled_conv3x3(x, kernel, skip=None):
         Tensor `(B, 2H, 2W, C_out)`.
 
     Example:
-    >>> upsampled_conv3x3(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((3, 3, 2, 5))).shape
+    >>> tuple(upsampled_conv3x3(keras.ops.ones((1, 4, 4, 2)), keras.ops.ones((3, 3, 2, 5))).shape)
     (1, 8, 8, 5)
     """
     if tuple(kernel.shape[:2]) != (3, 3):

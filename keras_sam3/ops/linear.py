@@ -139,7 +139,7 @@ def linear(x, kernel, bias=None, activation=None):
         Tensor `(..., D_out)`.
 
     Example:
-    >>> linear(keras.ops.ones((2, 3)), keras.ops.ones((3, 4)), keras.ops.ones((4,))).shape
+    >>> tuple(linear(keras.ops.ones((2, 3)), keras.ops.ones((3, 4)), keras.ops.ones((4,))).shape)
     (2, 4)
     """
     if keras.backend.backend() == "torch":

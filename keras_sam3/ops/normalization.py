@@ -36,7 +36,7 @@ def group_norm(x, groups, gamma, beta, epsilon=1e-5):
         Tensor like `x`.
 
     Example:
-    >>> group_norm(keras.ops.ones((1, 2, 2, 4)), 2, keras.ops.ones((4,)), keras.ops.zeros((4,))).shape
+    >>> tuple(group_norm(keras.ops.ones((1, 2, 2, 4)), 2, keras.ops.ones((4,)), keras.ops.zeros((4,))).shape)
     (1, 2, 2, 4)
     """
     dtype = x.dtype
