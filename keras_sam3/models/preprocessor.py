@@ -141,6 +141,9 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
         `(height, width)`.
     """
 
+    # keras-hub's `Task.summary()` prints the preprocessor by name.
+    name = "sam3_promptable_concept_image_segmenter_preprocessor"
+
     def __init__(self, tokenizer, image_converter=None):
         self.tokenizer = tokenizer
         self.image_converter = image_converter or SAM3ImageConverter()

@@ -53,8 +53,11 @@ class SAM3Tracker(UnconvertedInputs, keras.layers.Layer):
         size = self.prompt_encoder.image_size
         if not self.vision_encoder.built:
             self.vision_encoder.build((None, size, size, 3))
-        self.prompt_encoder.build()
-        self.mask_decoder.build()
+        # Components restored from a config arrive built (their build config).
+        if not self.prompt_encoder.built:
+            self.prompt_encoder.build()
+        if not self.mask_decoder.built:
+            self.mask_decoder.build()
         self.no_memory_embedding = self.add_weight(
             name="no_memory_embedding", shape=(1, 1, d), initializer="zeros"
         )

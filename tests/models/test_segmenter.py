@@ -172,6 +172,14 @@ def test_boxes_as_arrays_and_none_prompts_for_box_only_concepts(segmenter):
     np.testing.assert_allclose(mixed[1]["scores"], visual["scores"], atol=1e-5)
 
 
+def test_summary_names_the_preprocessor(segmenter):
+    lines = []
+    segmenter.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    text = "\n".join(lines)
+    assert "sam3_promptable_concept_image_segmenter_preprocessor" in text
+    assert "Total params" in text
+
+
 def test_preset_round_trip(segmenter, tmp_path):
     segmenter.save_to_preset(str(tmp_path / "preset"))
     restored = SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "preset"))

@@ -40,3 +40,25 @@ def test_mask_decoder_shapes(multimask, count):
     iou = keras.ops.convert_to_numpy(out["iou_scores"])
     assert np.all((iou >= 0) & (iou <= 1))
     assert SAM3TrackerMaskDecoder.from_config(decoder.get_config()).get_config() == decoder.get_config()
+
+
+def test_a_built_tracker_comes_back_from_its_config():
+    """Every converted tracker is built; its components then come back built
+    from their configs, and the tracker must not build them again."""
+    from keras_sam3 import SAM3Tracker
+    from keras_sam3 import SAM3VisionEncoder
+
+    vision = SAM3VisionEncoder(hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=2, pretrain_image_size=56,
+                               window_size=4, global_attn_indexes=(1,), fpn_hidden_dim=16, scale_factors=(4.0, 2.0, 1.0))
+    tracker = SAM3Tracker(
+        vision,
+        SAM3TrackerPromptEncoder(hidden_dim=16, image_size=112),
+        SAM3TrackerMaskDecoder(hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32, iou_head_hidden_dim=16),
+    )
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 112, 112, 3)).astype("float32")
+    points = np.full((1, 1, 1, 2), 50.0, "float32")
+    expected = keras.ops.convert_to_numpy(tracker(images, points=points)["masks"])
+    restored = SAM3Tracker.from_config(tracker.get_config())
+    restored(images, points=points)  # raised "cannot add new elements of state" before
+    restored.set_weights(tracker.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(images, points=points)["masks"]), expected, atol=1e-6)
