@@ -46,7 +46,8 @@ def resolve_preset_name(preset):
     return source
 
 
-def _is_keras_preset(preset):
+def is_keras_preset(preset):
+    """Whether `preset` (a directory or an hf:// / kaggle:// handle) is a Keras preset."""
     from keras_hub.src.utils.preset_utils import check_file_exists
 
     return check_file_exists(preset, "metadata.json")
@@ -68,7 +69,7 @@ def load_backbone_and_tokenizer(preset, image_size=None, cls_without_boxes=True,
             f"Unknown preset {preset!r}: not one of {sorted(list_presets())}, a directory, "
             "or an hf:// / kaggle:// handle."
         )
-    if _is_keras_preset(preset):
+    if is_keras_preset(preset):
         backbone = SAM3Backbone.from_preset(preset, **({} if dtype is None else {"dtype": dtype}))
         if image_size is not None and image_size != backbone.image_size:
             raise ValueError(

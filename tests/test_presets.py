@@ -6,6 +6,7 @@ import fnmatch
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -158,3 +159,42 @@ def test_backbone_only_keras_preset_loads_without_a_tokenizer(tmp_path, keras_pr
     assert loaded.preprocessor is None
     with pytest.raises(ValueError, match=r"has no preprocessor \(loaded from a preset or checkpoint without tokenizer files"):
         loaded.segment(np.zeros((8, 8, 3), "uint8"), prompts="a")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_a_dtype_asked_of_from_preset_reaches_every_layer(keras_preset, dtype):
+    """keras-hub's `from_preset(dtype=...)` set only the outer model's policy:
+    every component restored its saved float32 and computed in it."""
+    from keras_sam3 import SAM3Backbone
+
+    directory, segmenter = keras_preset
+    for backbone in (
+        SAM3PromptableConceptImageSegmenter.from_preset(directory, dtype=dtype).backbone,
+        SAM3Backbone.from_preset(directory, dtype=dtype),
+    ):
+        layers = [l for l in backbone._flatten_layers() if not isinstance(l, keras.layers.InputLayer)]
+        policies = {layer.dtype_policy.name for layer in layers}
+        assert policies == {dtype}, policies
+        variables = {v.dtype for v in backbone.weights}
+        assert variables == {"bfloat16" if dtype == "bfloat16" else "float32"}, variables
+        # Same weights as saved, to the dtype's precision.
+        for ours, saved in zip(backbone.weights, segmenter.backbone.weights):
+            np.testing.assert_allclose(
+                np.asarray(ours.numpy(), "float32"), saved.numpy(), rtol=1e-2, atol=1e-6
+            )
+    plain = SAM3Backbone.from_preset(directory)
+    assert {layer.dtype_policy.name for layer in plain._flatten_layers()} == {"float32"}
+    assert {v.dtype for v in plain.weights} == {"float32"}
+
+
+def test_backbone_from_preset_takes_every_source(hf_checkpoint):
+    from keras_sam3 import SAM3Backbone
+
+    shipped = SAM3Backbone.from_preset("sam3_shapes")  # a registered name
+    assert shipped.count_params() == presets.list_presets()["sam3_shapes"]["params"]
+    converted = SAM3Backbone.from_preset(hf_checkpoint)  # a Hugging Face checkpoint
+    assert converted.image_size == 112
+    with pytest.raises(ValueError, match="is not a Keras preset"):
+        SAM3Backbone.from_preset(hf_checkpoint, load_weights=False)
+    with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
+        SAM3Backbone.from_preset("no_such_preset")

@@ -1,5 +1,8 @@
 """`SAM3Backbone`: the promptable concept segmentation model, functional."""
 
+import contextvars
+import os
+
 import keras
 from keras import ops
 from keras_hub.models import Backbone
@@ -7,6 +10,10 @@ from keras_hub.models import Backbone
 from keras_sam3.ops.boxes import box_cxcywh_to_xyxy
 
 PAD_LABEL = -10
+
+# A dtype asked of `from_preset`, for `from_config` to give every component
+# (each restores its own saved policy otherwise).
+_PRESET_DTYPE = contextvars.ContextVar("sam3_backbone_preset_dtype", default=None)
 
 _COMPONENTS = (
     "vision_encoder",
@@ -237,11 +244,44 @@ class SAM3Backbone(Backbone):
         return config
 
     @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """keras-hub's `Backbone.from_preset` for Keras presets, plus the
+        names registered under `presets/` (`keras_sam3.presets`) and
+        Hugging Face checkpoints (converted, as the segmenter's
+        `from_preset`). A `dtype` applies to every component (keras-hub's
+        sets only the outer model's, and each component would restore its
+        saved policy)."""
+        from keras_sam3.presets import is_keras_preset
+        from keras_sam3.presets import load_backbone_and_tokenizer
+        from keras_sam3.presets import resolve_preset_name
+
+        preset = resolve_preset_name(preset)
+        dtype = kwargs.get("dtype")
+        known = os.path.isdir(preset) or preset.startswith(("hf://", "kaggle://"))
+        if not (known and is_keras_preset(preset)):  # unknown names: load_backbone_and_tokenizer says so
+            if known and (not load_weights or set(kwargs) - {"dtype"}):
+                raise ValueError(
+                    f"{preset!r} is not a Keras preset: a Hugging Face checkpoint is converted "
+                    "with its weights, and takes only `dtype` here (see keras_sam3.convert_backbone)."
+                )
+            return load_backbone_and_tokenizer(preset, dtype=dtype)[0]
+        token = _PRESET_DTYPE.set(None if dtype is None else keras.dtype_policies.get(dtype))
+        try:
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        finally:
+            _PRESET_DTYPE.reset(token)
+
+    @classmethod
     def from_config(cls, config):
         config = dict(config)
         state = config.pop("training_state", None)
+        dtype = _PRESET_DTYPE.get()
+        if dtype is not None:
+            config["dtype"] = dtype
         for name in _COMPONENTS:
             if isinstance(config.get(name), dict):
+                if dtype is not None:
+                    config[name] = {**config[name], "config": {**config[name]["config"], "dtype": dtype}}
                 config[name] = keras.layers.deserialize(config[name])
         backbone = super().from_config(config)
         if state is not None:
