@@ -14,6 +14,7 @@ from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
 from keras_sam3.models.preprocessor import trim_prompt_padding
 from keras_sam3.models.segmenter_training import SAM3SegmenterTraining
+from keras_sam3.models.segmenter_training import jax_variables_restored
 from keras_sam3.ops.masks import check_nms_threshold
 from keras_sam3.ops.masks import post_process_instances
 
@@ -213,7 +214,9 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
     def predict(self, x, batch_size=None, **kwargs):
         """keras-hub's `scores`, `boxes` and `masks` for raw or model-ready inputs."""
         inputs, _ = self._prepare(x)
-        return self._inference().predict(inputs, batch_size=batch_size, **kwargs)
+        model = self._inference()
+        with jax_variables_restored(model):
+            return model.predict(inputs, batch_size=batch_size, **kwargs)
 
     def predict_on_batch(self, x):
         inputs, _ = self._prepare(x)

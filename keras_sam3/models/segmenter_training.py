@@ -108,29 +108,12 @@ class SAM3SegmenterTraining:
         if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
-    @contextlib.contextmanager
     def _jax_weights_reattached(self):
-        """Keras' JAX `fit` and `evaluate` take the values out of the
-        variables while they run. When a step raises (a target check at
-        trace time, a host-call error under `run_eagerly`) `evaluate` leaves
-        them out, and both do when the step raised before producing a state.
-        This puts back the newest state, or else the values from before."""
-        if not hasattr(self, "jax_state_sync"):
-            yield
-            return
-        variables = list(self.variables) + list(self.metrics_variables)
-        if self.optimizer is not None:
+        """`jax_variables_restored` for the task, its metrics and its optimizer."""
+        variables = list(self.metrics_variables)
+        if getattr(self, "optimizer", None) is not None:
             variables += list(self.optimizer.variables)  # built by `fit` first
-        before = [(v, v._value) for v in variables]
-        self._jax_state = None  # a failed call's leftover state must not come back
-        try:
-            yield
-        finally:
-            self.jax_state_sync()
-            self._jax_state = None
-            for variable, value in before:
-                if variable._value is None and value is not None and not value.is_deleted():
-                    variable._value = value
+        return jax_variables_restored(self, variables)
 
     def train_step(self, *args):
         if not self._checks_host_errors():
@@ -229,6 +212,30 @@ class SAM3SegmenterTraining:
             self.backbone.vision_encoder.trainable = False
         if text:
             self.backbone.text_encoder.trainable = False
+
+
+@contextlib.contextmanager
+def jax_variables_restored(model, extra_variables=()):
+    """Keras' JAX `fit`, `evaluate` and `predict` take the values out of the
+    variables while they run. When a step raises (a target check or a wrong
+    input shape when it is traced, a host-call error under `run_eagerly`, an
+    interrupt) they leave them out, and the model is unusable ("'NoneType'
+    object is not callable"). This puts back the newest state the call
+    produced, or else the values from before it. Other backends: nothing."""
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    before = [(v, v._value) for v in [*model.variables, *extra_variables]]
+    model._jax_state = None  # a failed call's leftover state must not come back
+    try:
+        yield
+    finally:
+        model.jax_state_sync()
+        model._jax_state = None
+        for variable, value in before:
+            if variable._value is None and value is not None and not value.is_deleted():
+                variable._value = value
+
 
 class _RaiseHostErrors(keras.callbacks.Callback):
     """JAX: raises, at the end of the batch, the error the matching's host

@@ -172,6 +172,19 @@ def test_boxes_as_arrays_and_none_prompts_for_box_only_concepts(segmenter):
     np.testing.assert_allclose(mixed[1]["scores"], visual["scores"], atol=1e-5)
 
 
+def test_a_failed_predict_leaves_the_model_usable(segmenter):
+    """Keras' JAX `predict` empties the variables while it runs and left
+    them empty when a step raised: every later call failed."""
+    image = _images()[0]
+    x, _ = segmenter.preprocessor(image[None], ["a"])
+    before = segmenter.predict(x, verbose=0)["scores"]
+    bad = {**x, "boxes": np.zeros((1, 2, 3), "float32")}  # wrong shape
+    with pytest.raises(Exception):
+        segmenter.predict(bad, verbose=0)
+    np.testing.assert_array_equal(segmenter.predict(x, verbose=0)["scores"], before)
+    assert len(segmenter.segment(image, prompts="a", threshold=0.0)[0]["scores"]) == 5
+
+
 def test_summary_names_the_preprocessor(segmenter):
     lines = []
     segmenter.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
