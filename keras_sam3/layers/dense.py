@@ -11,8 +11,9 @@ from keras_sam3.ops.linear import torch_linear
 class Dense(InPlaceInitializers, keras.layers.Dense):
     """`keras.layers.Dense` whose matmul and bias add run as one op.
 
-    Same variables, configuration, LoRA (`enable_lora`) and quantization as
-    `keras.layers.Dense`; only the forward pass goes through
+    Same variables, configuration and LoRA (`enable_lora`) as
+    `keras.layers.Dense` (not its quantization: the forward pass reads the
+    float kernel); only the forward pass goes through
     `keras_sam3.ops.linear`, one fused kernel on PyTorch, and the kernel is
     drawn without temporaries there (`layers.initializers`). It keeps the name
     `Dense` because Keras names layers held in lists by their class in

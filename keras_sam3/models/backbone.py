@@ -231,6 +231,17 @@ class SAM3Backbone(Backbone):
         for level in self.vision_encoder.neck.fpn_layers[3:]:
             level.trainable = False
 
+    def quantize(self, mode, **kwargs):
+        """Not supported: keras_sam3's `Dense` runs its own fused product on
+        the float kernel, so Keras' quantization would leave every layer as
+        it is (with a warning per layer) or, forced, compute with kernels
+        the layers do not read."""
+        raise NotImplementedError(
+            f"SAM3Backbone.quantize({mode!r}): quantization is not supported by keras_sam3's "
+            "layers; use a bfloat16 or mixed_bfloat16 dtype policy to halve the weights' memory "
+            "or compute."
+        )
+
     def default_lora_layer_names(self):
         """keras-hub's `enable_lora(rank)` targets every attention's query and value."""
         return ["q_proj", "v_proj"]

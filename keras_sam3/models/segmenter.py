@@ -180,6 +180,15 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
         if isinstance(x, dict) and "token_ids" in x:
             return x, None
         if not isinstance(x, (dict, list, tuple, np.ndarray)) and not keras.ops.is_tensor(x):
+            spec = getattr(x, "element_spec", None)  # a tf.data.Dataset
+            if isinstance(spec, (tuple, list)) and spec:
+                spec = spec[0]
+            if isinstance(spec, dict) and "token_ids" not in spec:
+                raise ValueError(
+                    f"A dataset of {sorted(spec)}: datasets and generators carry model-ready "
+                    "batches (the preprocessor's output: images scaled to [-1, 1], token_ids, "
+                    "padding_mask, boxes, box_labels). Give raw images and prompts as a dict."
+                )
             return x, None  # a dataset or generator of model-ready batches
         if not isinstance(x, dict) or "images" not in x:
             raise ValueError(

@@ -185,6 +185,18 @@ def test_a_failed_predict_leaves_the_model_usable(segmenter):
     assert len(segmenter.segment(image, prompts="a", threshold=0.0)[0]["scores"]) == 5
 
 
+def test_a_dataset_of_raw_inputs_is_named_as_such(segmenter):
+    tf = pytest.importorskip("tensorflow")
+    raw = tf.data.Dataset.from_tensor_slices({"images": np.zeros((2, 8, 8, 3), "uint8"), "prompts": ["a", "b"]})
+    with pytest.raises(ValueError, match="datasets and generators carry model-ready batches"):
+        segmenter.predict(raw.batch(2), verbose=0)
+
+
+def test_quantize_is_refused_with_a_reason(segmenter):
+    with pytest.raises(NotImplementedError, match="quantization is not supported"):
+        segmenter.backbone.quantize("int8")
+
+
 def test_summary_names_the_preprocessor(segmenter):
     lines = []
     segmenter.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
