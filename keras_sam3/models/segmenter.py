@@ -120,16 +120,49 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
         super().__init__(inputs=inputs, outputs={**task_outputs(raw), **raw}, **kwargs)
 
     def get_config(self):
-        # The preprocessor is host-side Python (its vocabulary travels as preset
-        # assets), so only the backbone is part of the Keras config.
-        return {"backbone": keras.layers.serialize(self.backbone), "name": self.name}
+        # The preprocessor is host-side Python: the config records its sizes,
+        # and its vocabulary travels as assets (preset or `.keras` file).
+        config = {"backbone": keras.layers.serialize(self.backbone), "name": self.name}
+        if self.preprocessor is not None:
+            config["preprocessor"] = {
+                "image_size": self.preprocessor.image_converter.image_size,
+                "sequence_length": self.preprocessor.tokenizer.sequence_length,
+            }
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        preprocessor = config.pop("preprocessor", None)
         if isinstance(config.get("backbone"), dict):
             config["backbone"] = keras.layers.deserialize(config["backbone"])
-        return cls(**config)
+        if isinstance(preprocessor, dict):
+            segmenter = cls(**config)
+            segmenter._preprocessor_to_load = preprocessor  # built by `load_assets`
+            return segmenter
+        return cls(preprocessor=preprocessor, **config)
+
+    def save_assets(self, directory):
+        """`model.save("x.keras")`: the tokenizer's vocabulary goes with it."""
+        if self.preprocessor is not None:
+            self.preprocessor.tokenizer.save_assets(directory)
+
+    def load_assets(self, directory):
+        """`keras.saving.load_model`: the preprocessor comes back."""
+        from keras_sam3.models.image_converter import SAM3ImageConverter
+        from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+        from keras_sam3.models.tokenizer import SAM3Tokenizer
+
+        sizes = getattr(self, "_preprocessor_to_load", None)
+        if sizes is None:
+            return
+        tokenizer = SAM3Tokenizer.find_in_directory(directory, sequence_length=sizes["sequence_length"])
+        if tokenizer is None:
+            raise ValueError("The saved segmenter had a preprocessor, but its tokenizer files are not in the file's assets.")
+        self.preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(
+            tokenizer, SAM3ImageConverter(sizes["image_size"])
+        )
+        self._preprocessor_to_load = None
 
     @classmethod
     def from_preset(cls, preset, image_size=None, cls_without_boxes=True, dtype=None):

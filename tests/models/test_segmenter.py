@@ -197,6 +197,25 @@ def test_quantize_is_refused_with_a_reason(segmenter):
         segmenter.backbone.quantize("int8")
 
 
+def test_a_keras_file_keeps_the_preprocessor(segmenter, tmp_path):
+    import keras
+
+    path = str(tmp_path / "segmenter.keras")
+    segmenter.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.preprocessor is not None
+    assert restored.preprocessor.tokenizer.vocabulary == segmenter.preprocessor.tokenizer.vocabulary
+    assert restored.preprocessor.image_converter.image_size == segmenter.preprocessor.image_converter.image_size
+    image = _images()[0]
+    a = segmenter.segment(image, prompts="red circle", threshold=0.0)[0]
+    b = restored.segment(image, prompts="red circle", threshold=0.0)[0]
+    np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
+    # Without a preprocessor there is nothing to keep.
+    bare = SAM3PromptableConceptImageSegmenter(segmenter.backbone)
+    bare.save(str(tmp_path / "bare.keras"))
+    assert keras.saving.load_model(str(tmp_path / "bare.keras")).preprocessor is None
+
+
 def test_summary_names_the_preprocessor(segmenter):
     lines = []
     segmenter.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
