@@ -14,6 +14,7 @@ from keras_sam3.models.backbone import image_encoding
 from keras_sam3.models.backbone import prompt_head
 from keras_sam3.models.preprocessor import trim_prompt_padding
 from keras_sam3.models.segmenter_training import SAM3SegmenterTraining
+from keras_sam3.models.segmenter_training import dataset_element_inputs
 from keras_sam3.models.segmenter_training import jax_variables_restored
 from keras_sam3.ops.masks import check_nms_threshold
 from keras_sam3.ops.masks import post_process_instances
@@ -213,10 +214,8 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
         if isinstance(x, dict) and "token_ids" in x:
             return x, None
         if not isinstance(x, (dict, list, tuple, np.ndarray)) and not keras.ops.is_tensor(x):
-            spec = getattr(x, "element_spec", None)  # a tf.data.Dataset
-            if isinstance(spec, (tuple, list)) and spec:
-                spec = spec[0]
-            if isinstance(spec, dict) and "token_ids" not in spec:
+            spec = dataset_element_inputs(x)
+            if spec is not None and "token_ids" not in spec:
                 raise ValueError(
                     f"A dataset of {sorted(spec)}: datasets and generators carry model-ready "
                     "batches (the preprocessor's output: images scaled to [-1, 1], token_ids, "
@@ -259,6 +258,10 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
         model = self._inference()
         with jax_variables_restored(model):
             return model.predict(inputs, batch_size=batch_size, **kwargs)
+
+    def quantize(self, mode, **kwargs):
+        """Not supported: see `SAM3Backbone.quantize`."""
+        self.backbone.quantize(mode, **kwargs)
 
     def predict_on_batch(self, x):
         inputs, _ = self._prepare(x)

@@ -140,6 +140,7 @@ class SAM3SegmenterTraining:
         and prompts (preprocessing is host-side Python, outside the step)."""
         if isinstance(x, (tuple, list)) and len(x) >= 1:
             x = x[0]  # validation_data=(x, y)
+        x = dataset_element_inputs(x) or x
         if isinstance(x, dict) and ("prompts" in x or "token_ids" not in x):
             raise ValueError(
                 f"`{method}` got the keys {sorted(x)}. Give model-ready inputs: the "
@@ -212,6 +213,15 @@ class SAM3SegmenterTraining:
             self.backbone.vision_encoder.trainable = False
         if text:
             self.backbone.text_encoder.trainable = False
+
+
+def dataset_element_inputs(x):
+    """The input spec (a dict) of a dataset's elements, for a `tf.data`
+    dataset of `x` or `(x, y)` dicts; else None."""
+    spec = getattr(x, "element_spec", None)
+    if isinstance(spec, (tuple, list)) and spec:
+        spec = spec[0]
+    return spec if isinstance(spec, dict) else None
 
 
 @contextlib.contextmanager

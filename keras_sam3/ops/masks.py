@@ -57,7 +57,9 @@ def mask_nms(scores, masks, iou_threshold):
     Meta's optional `nms_masks` (facebookresearch/sam3 `perflib/nms.py`):
     visit instances from the highest score down; keep one unless its mask
     IoU with an instance already kept is above `iou_threshold`. Equal scores
-    are visited in index order.
+    are visited from the last index down: the stable form of Meta's
+    `argsort()[::-1]`, whose order for ties depends on numpy's sort
+    algorithm (scores tie where logits reach the decoder's clamp).
 
     Args:
         scores: `(K,)` floats.
@@ -73,7 +75,7 @@ def mask_nms(scores, masks, iou_threshold):
     if len(scores) == 0:
         return keep
     iou = mask_iou(masks)
-    for i in np.argsort(-scores, kind="stable"):
+    for i in np.argsort(scores, kind="stable")[::-1]:
         if not np.any(iou[i, keep] > iou_threshold):
             keep[i] = True
     return keep

@@ -190,11 +190,17 @@ def test_a_dataset_of_raw_inputs_is_named_as_such(segmenter):
     raw = tf.data.Dataset.from_tensor_slices({"images": np.zeros((2, 8, 8, 3), "uint8"), "prompts": ["a", "b"]})
     with pytest.raises(ValueError, match="datasets and generators carry model-ready batches"):
         segmenter.predict(raw.batch(2), verbose=0)
+    targets = {"boxes": np.zeros((2, 1, 4), "float32"), "valid": np.zeros((2, 1), "float32")}
+    pairs = tf.data.Dataset.zip((raw, tf.data.Dataset.from_tensor_slices(targets))).batch(2)
+    for method in (segmenter.fit, segmenter.evaluate):
+        with pytest.raises(ValueError, match="Give model-ready inputs"):
+            method(pairs, verbose=0)
 
 
 def test_quantize_is_refused_with_a_reason(segmenter):
-    with pytest.raises(NotImplementedError, match="quantization is not supported"):
-        segmenter.backbone.quantize("int8")
+    for model in (segmenter, segmenter.backbone):
+        with pytest.raises(NotImplementedError, match="quantization is not supported"):
+            model.quantize("int8")
 
 
 def test_a_keras_file_keeps_the_preprocessor(segmenter, tmp_path):

@@ -64,9 +64,12 @@ def test_size_count_mismatch_is_an_error():
 
 def _meta_greedy_nms(ious, scores, iou_threshold):
     """facebookresearch/sam3 `generic_nms_cpu`'s procedure, written out:
-    highest score first, drop the rest whose IoU with it is above the
-    threshold, repeat; the kept indices in visiting order."""
-    order = np.argsort(-scores, kind="stable")
+    highest score first (its `argsort()[::-1]`), drop the rest whose IoU
+    with it is above the threshold, repeat; the kept indices in visiting
+    order. numpy's default sort orders equal scores as its algorithm
+    happens to (on AVX-512 CPUs a SIMD quicksort, not stable), so ties
+    follow the stable form of that order: the later index first."""
+    order = scores.argsort(kind="stable")[::-1]
     kept = []
     while order.size:
         i = order[0]
@@ -95,6 +98,8 @@ def test_mask_nms_by_hand():
     np.testing.assert_array_equal(mask_nms(scores, masks, 0.5), [False, True, True, True])
     # At 0.4, 3 is suppressed by 1 (8 / 17 > 0.4).
     np.testing.assert_array_equal(mask_nms(scores, masks, 0.4), [False, True, True, False])
+    # Equal scores: the later index is visited first, as in Meta's procedure.
+    np.testing.assert_array_equal(mask_nms(np.array([0.9, 0.9]), masks[:2], 0.5), [False, True])
     # IoU is never above 1: nothing is suppressed.
     assert mask_nms(scores, masks, 1.0).all()
     # Empty masks have IoU 0 with everything, themselves included.
@@ -116,7 +121,8 @@ def test_mask_nms_equals_metas_procedure_on_random_masks():
             y, x = rng.integers(0, 16, 2)
             h, w = rng.integers(2, 10, 2)
             masks[k, y : y + h, x : x + w] = True
-        scores = rng.permutation(count) / count + 0.01  # distinct
+        # Distinct scores, or ties (as where logits reach the decoder's clamp).
+        scores = rng.permutation(count) / count + 0.01 if trial % 2 else rng.integers(0, 3, count) / 3.0
         threshold = float(rng.choice([0.0, 0.2, 0.5, 0.7]))
         keep = mask_nms(scores, masks, threshold)
         expected = _meta_greedy_nms(mask_iou(masks), scores, threshold)
