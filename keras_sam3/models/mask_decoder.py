@@ -184,9 +184,9 @@ class SAM3MaskDecoder(keras.layers.Layer):
         embeddings = self.mask_embedder(queries)  # (B, Q, D)
         kernel = ops.cast(self.instance_projection.kernel[0, 0], embeddings.dtype)  # (D_in, D)
         bias = ops.cast(self.instance_projection.bias, embeddings.dtype)
-        folded = ops.einsum("bqc,kc->bqk", embeddings, kernel)
-        offset = ops.einsum("bqc,c->bq", embeddings, bias)
-        pred_masks = ops.einsum("bqk,bhwk->bqhw", folded, x) + offset[:, :, None, None]
+        folded = ops.einsum("bqc,kc->bqk", embeddings, kernel)  # (B, Q, D_in)
+        offset = ops.einsum("bqc,c->bq", embeddings, bias)  # (B, Q)
+        pred_masks = ops.einsum("bqk,bhwk->bqhw", folded, x) + offset[:, :, None, None]  # (B, Q, H, W)
         return {"pred_masks": pred_masks, "semantic_seg": self.semantic_projection(x)}
 
     def get_config(self):

@@ -17,15 +17,24 @@ def repeat_batch(x, times):
     (A broadcast rather than `ops.repeat`, which Keras' torch backend cannot
     trace on the meta device.)"""
     shape = tuple(x.shape[1:])
-    x = ops.broadcast_to(x[:, None], (ops.shape(x)[0], times) + shape)
-    return ops.reshape(x, (-1,) + shape)
+    x = ops.broadcast_to(x[:, None], (ops.shape(x)[0], times) + shape)  # (B, times, ...)
+    return ops.reshape(x, (-1,) + shape)  # (B * times, ...)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam3")
 class TwoWayBlock(keras.layers.Layer):
     """Tokens self-attend, attend to the image, pass an MLP; then the image
     attends to the tokens. Post-norm. The first block's self-attention uses
-    no positions and no residual (SAM's `skip_first_layer_pe`)."""
+    no positions and no residual (SAM's `skip_first_layer_pe`).
+
+    Args:
+        hidden_dim: int. Token and image width `D`.
+        num_heads: int.
+        mlp_dim: int. The MLP's inner width.
+        downsample_rate: int. The cross-attentions run at `D / rate`.
+            Defaults to `2`.
+        skip_first_layer_pe: bool. Defaults to `False`.
+    """
 
     def __init__(self, hidden_dim, num_heads, mlp_dim, downsample_rate=2, skip_first_layer_pe=False, **kwargs):
         super().__init__(**kwargs)
@@ -89,6 +98,13 @@ class TwoWayBlock(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_sam3")
 class TwoWayTransformer(keras.layers.Layer):
     """`num_layers` `TwoWayBlock`s and a final token-to-image attention.
+
+    Args:
+        hidden_dim: int. Defaults to `256`.
+        num_layers: int. Defaults to `2`.
+        num_heads: int. Defaults to `8`.
+        mlp_dim: int. The blocks' MLP inner width. Defaults to `2048`.
+        downsample_rate: int. Defaults to `2`.
 
     Call arguments:
         tokens: `(N, T, D)`; image: `(N, HW, D)`; image_pe: `(1 or N, HW, D)`.
@@ -268,26 +284,27 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
         output = ops.concatenate(
             [self.obj_score_token.embeddings, self.iou_token.embeddings, self.mask_tokens.embeddings], axis=0
         )
+        # (2 + K, D) -> (B, P, 2 + K, D): object-score, IoU and mask tokens per prompt
         output = ops.broadcast_to(ops.cast(output, sparse.dtype), (batch, points) + tuple(output.shape))
         tokens = ops.concatenate([output, sparse], axis=2)  # (B, P, T, D)
         num_tokens = tokens.shape[2]
         # Every prompt of an image sees that image: (B, ...) -> (B * P, ...).
         image = repeat_batch(image + dense, points)
-        tokens = ops.reshape(tokens, (-1, num_tokens, d))
-        image_flat = ops.reshape(image, (-1, h * w, d))
-        pe_flat = ops.reshape(ops.cast(image_pe, image.dtype), (-1, h * w, d))
+        tokens = ops.reshape(tokens, (-1, num_tokens, d))  # (B * P, T, D)
+        image_flat = ops.reshape(image, (-1, h * w, d))  # (B * P, N, D)
+        pe_flat = ops.reshape(ops.cast(image_pe, image.dtype), (-1, h * w, d))  # (1 or B, N, D)
         tokens, image_flat = self.transformer(tokens, image_flat, pe_flat)
 
         iou_token = tokens[:, 1]
         mask_tokens = tokens[:, 2 : 2 + self.num_mask_tokens]
         s0, s1 = [repeat_batch(f, points) for f in high_resolution]
-        x = ops.reshape(image_flat, (-1, h, w, d))
+        x = ops.reshape(image_flat, (-1, h, w, d))  # (B * P, N, D) -> (B * P, h, w, D)
         x = ops.gelu(self.upscale_layer_norm(self.upscale_conv1(x) + s1), approximate=False)
         x = ops.gelu(self.upscale_conv2(x) + s0, approximate=False)  # (B * P, 4h, 4w, D/8)
         hyper = ops.stack(
             [mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1
         )  # (B * P, K, D/8)
-        masks = ops.einsum("nkc,nyxc->nkyx", hyper, x)
+        masks = ops.einsum("nkc,nyxc->nkyx", hyper, x)  # (B * P, K, 4h, 4w)
         iou = ops.sigmoid(self.iou_prediction_head(iou_token))  # (B * P, K)
         object_score = self.pred_obj_score_head(tokens[:, 0])  # (B * P, 1)
 
@@ -296,7 +313,7 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
         elif self.dynamic_multimask_via_stability:
             best = ops.argmax(iou[:, 1:], axis=-1)  # (B * P,)
             pick = ops.one_hot(best, self.num_mask_tokens - 1, dtype=masks.dtype)
-            best_mask = ops.einsum("nk,nkyx->nyx", pick, masks[:, 1:])[:, None]
+            best_mask = ops.einsum("nk,nkyx->nyx", pick, masks[:, 1:])[:, None]  # (B * P, 1, 4h, 4w)
             best_iou = ops.sum(pick * iou[:, 1:], axis=-1, keepdims=True)
             stable = self._stability(masks[:, 0]) >= self.stability_threshold  # (B * P,)
             masks = ops.where(stable[:, None, None, None], masks[:, :1], best_mask)
@@ -304,7 +321,7 @@ class SAM3TrackerMaskDecoder(keras.layers.Layer):
         else:
             masks, iou = masks[:, :1], iou[:, :1]
         out_h, out_w = masks.shape[-2:]
-        return {
+        return {  # (B * P, ...) -> (B, P, ...)
             "masks": ops.reshape(masks, (batch, points, -1, out_h, out_w)),
             "iou_scores": ops.reshape(iou, (batch, points, -1)),
             "object_score_logits": ops.reshape(object_score, (batch, points, 1)),

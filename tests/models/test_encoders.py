@@ -4,17 +4,8 @@ import pytest
 
 from keras_sam3 import SAM3TextEncoder
 from keras_sam3 import SAM3VisionEncoder
+from tests.models.tiny import TINY_VISION
 
-TINY_VISION = dict(
-    hidden_dim=32,
-    intermediate_dim=64,
-    num_layers=2,
-    num_heads=2,
-    pretrain_image_size=56,
-    window_size=4,
-    global_attn_indexes=(1,),
-    fpn_hidden_dim=16,
-)
 TINY_TEXT = dict(
     vocabulary_size=100,
     hidden_dim=32,

@@ -19,21 +19,24 @@ def unbuilt_layers(model):
     return [layer.name for layer in model._flatten_layers() if not layer.built]
 
 
+# The vision encoder of the tiny configuration (windowed and global layers).
+TINY_VISION = dict(
+    hidden_dim=32,
+    intermediate_dim=64,
+    num_layers=2,
+    num_heads=2,
+    pretrain_image_size=56,
+    window_size=4,
+    global_attn_indexes=(1,),
+    fpn_hidden_dim=16,
+)
+
+
 def tiny_backbone(dtype=None, cls_without_boxes=True, vocabulary_size=100):
-    d = 16
+    d = TINY_VISION["fpn_hidden_dim"]  # the FPN width is every later component's
     small = dict(hidden_dim=d, num_heads=2, intermediate_dim=32)
     return SAM3Backbone(
-        vision_encoder=SAM3VisionEncoder(
-            hidden_dim=32,
-            intermediate_dim=64,
-            num_layers=2,
-            num_heads=2,
-            pretrain_image_size=56,
-            window_size=4,
-            global_attn_indexes=(1,),
-            fpn_hidden_dim=d,
-            dtype=dtype,
-        ),
+        vision_encoder=SAM3VisionEncoder(**TINY_VISION, dtype=dtype),
         text_encoder=SAM3TextEncoder(
             vocabulary_size=vocabulary_size,
             hidden_dim=32,
