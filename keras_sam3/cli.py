@@ -29,6 +29,8 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageOps
 
+from keras_sam3.ops.masks import check_nms_threshold
+
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128),
@@ -62,10 +64,9 @@ def parse_nms_threshold(text):
     """A mask IoU in [0, 1]."""
     try:
         value = float(text)
+        check_nms_threshold(value)
     except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"the NMS threshold is a mask IoU in [0, 1]; got {text!r}")
+        raise argparse.ArgumentTypeError(f"the NMS threshold is a mask IoU in [0, 1]; got {text!r}") from None
     return value
 
 

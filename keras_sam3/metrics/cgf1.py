@@ -25,18 +25,11 @@ box IoU (one exhaustive annotation per pair, mask IoU).
 
 import numpy as np
 
+from keras_sam3.ops.masks import mask_iou
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _EPS_INSTANCE = 1e-4
 _EPS_IMAGE = 1e-6
-
-
-def mask_iou(a, b):
-    """`(n, H, W)` and `(m, H, W)` bool -> `(n, m)` IoU."""
-    a = np.asarray(a, bool).reshape(len(a), -1).astype("float64")
-    b = np.asarray(b, bool).reshape(len(b), -1).astype("float64")
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def _binary(masks, name):

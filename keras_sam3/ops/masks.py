@@ -32,13 +32,13 @@ def _sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype("float32")
 
 
-def mask_iou(masks):
-    """`(K, h, w)` bool masks -> `(K, K)` IoUs; two empty masks have IoU 0."""
-    flat = np.asarray(masks, bool).reshape(len(masks), -1).astype("float32")  # (K, h * w)
-    intersection = flat @ flat.T
-    area = flat.sum(axis=1)
-    union = area[:, None] + area[None, :] - intersection
-    return intersection / np.maximum(union, 1.0)
+def mask_iou(a, b):
+    """`(n, H, W)` and `(m, H, W)` bool -> `(n, m)` IoU; two empty masks have IoU 0."""
+    a = np.asarray(a, bool).reshape(len(a), -1).astype("float64")  # (n, H * W)
+    b = np.asarray(b, bool).reshape(len(b), -1).astype("float64")  # (m, H * W)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def check_nms_threshold(nms_threshold):
@@ -74,7 +74,7 @@ def mask_nms(scores, masks, iou_threshold):
     keep = np.zeros(len(scores), bool)
     if len(scores) == 0:
         return keep
-    iou = mask_iou(masks)
+    iou = mask_iou(masks, masks)
     for i in np.argsort(scores, kind="stable")[::-1]:
         if not np.any(iou[i, keep] > iou_threshold):
             keep[i] = True

@@ -88,7 +88,7 @@ def test_mask_nms_by_hand():
     masks[1, 4, 0] = True  # 17 pixels: IoU with 0 is 16 / 17
     masks[2, 4:, 4:] = True  # disjoint from both
     masks[3, :4, :2] = True  # inside 0: IoU 8 / 16 = 0.5 with 0, 8 / 17 with 1
-    iou = mask_iou(masks)
+    iou = mask_iou(masks, masks)
     np.testing.assert_allclose(iou[0, 1], 16 / 17)
     np.testing.assert_allclose(iou[0, 3], 0.5)
     np.testing.assert_allclose(iou[0, 2], 0.0)
@@ -125,7 +125,7 @@ def test_mask_nms_equals_metas_procedure_on_random_masks():
         scores = rng.permutation(count) / count + 0.01 if trial % 2 else rng.integers(0, 3, count) / 3.0
         threshold = float(rng.choice([0.0, 0.2, 0.5, 0.7]))
         keep = mask_nms(scores, masks, threshold)
-        expected = _meta_greedy_nms(mask_iou(masks), scores, threshold)
+        expected = _meta_greedy_nms(mask_iou(masks, masks), scores, threshold)
         assert sorted(np.flatnonzero(keep).tolist()) == sorted(int(i) for i in expected), trial
 
 
