@@ -94,6 +94,23 @@ class SAM3PromptableVisualImageSegmenter:
             raise ValueError("Point and box coordinates must be finite.")
         return xy * np.array([scale / width, scale / height], "float32")
 
+    @staticmethod
+    def _check_points(points, size):
+        """`(N, 2)` clicks inside the `(height, width)` image (edges included)."""
+        height, width = size
+        xy = np.asarray(points, "float32")
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"points are a list of (x, y) pixel pairs; got an array of shape {xy.shape}.")
+        if not np.all(np.isfinite(xy)):
+            raise ValueError("Point and box coordinates must be finite.")
+        outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
+        if np.any(outside):
+            raise ValueError(
+                f"Point(s) {xy[outside].tolist()} lie outside the {width} x {height} (width x height) "
+                "image; points are (x, y) pixels of the original image."
+            )
+        return xy
+
     def _mask_input(self, mask_logits):
         """`(4h, 4w)` or `(1, 4h, 4w)` logits -> the tracker's `(1, 4h, 4w, 1)`."""
         side = 4 * self.tracker.prompt_encoder.grid_size
@@ -113,9 +130,12 @@ class SAM3PromptableVisualImageSegmenter:
 
         Args:
             encoding: from `encode`.
-            points: list of `(x, y)` pixels of the original image.
+            points: list of `(x, y)` pixels of the original image, inside
+                it (edges included).
             labels: per point 1 (positive) or 0 (negative); default all 1.
-            box: `(x1, y1, x2, y2)` pixels of the original image.
+            box: `(x1, y1, x2, y2)` pixels of the original image; parts
+                outside the image are kept as given (as the reference does),
+                a box entirely outside is an error.
             mask_logits: `(4h, 4w)` or `(1, 4h, 4w)` low-resolution logits of
                 one mask of a previous round (`low_res_logits[k]`, or the whole
                 `low_res_logits` of a `multimask_output=False` round).
@@ -130,7 +150,7 @@ class SAM3PromptableVisualImageSegmenter:
         kwargs = {}
         xy = None
         if points is not None and np.size(points):
-            xy = self._to_model_pixels(points, size).reshape(-1, 2)
+            xy = self._to_model_pixels(self._check_points(points, size), size)
         num_points = 0 if xy is None else len(xy)
         if labels is not None:
             labels = np.asarray(labels).reshape(-1)
@@ -145,9 +165,18 @@ class SAM3PromptableVisualImageSegmenter:
             # (N, 2) -> (B=1, P=1, N, 2)
             kwargs.update(points=xy.reshape(1, 1, -1, 2), labels=labels.astype("int32").reshape(1, 1, -1))
         if box is not None:
+            if np.size(box) != 4:
+                raise ValueError(f"A box is four pixel coordinates (x1, y1, x2, y2); got {box}.")
             corners = np.asarray(box, "float32").reshape(2, 2)
             if np.any(corners[1] <= corners[0]):
                 raise ValueError(f"A box is (x1, y1, x2, y2) with x2 > x1 and y2 > y1; got {box}.")
+            height, width = size
+            if corners[1, 0] <= 0 or corners[1, 1] <= 0 or corners[0, 0] >= width or corners[0, 1] >= height:
+                # A box partly outside is kept as given, as the reference does.
+                raise ValueError(
+                    f"The box {box} lies entirely outside the {width} x {height} (width x height) "
+                    "image; boxes are (x1, y1, x2, y2) pixels of the original image."
+                )
             kwargs["boxes"] = self._to_model_pixels(corners, size).reshape(1, 1, 4)
         if mask_logits is not None:
             kwargs["masks"] = self._mask_input(mask_logits)

@@ -87,6 +87,9 @@ def test_interactive_refinement_reuses_the_encoding(pair):
     np.testing.assert_array_equal(again["low_res_logits"], by_index["low_res_logits"])
     boxed = ours.segment_encoded(encoding, box=(10, 5, 80, 55))
     assert boxed["masks"].shape == (3, 60, 90) and isinstance(boxed["object_score_logit"], float)
+    # Clicks on the image's edges and a box partly outside it are accepted as given.
+    edges = ours.segment_encoded(encoding, points=[(0, 0), (90, 60)], box=(-10, 5, 100, 55))
+    assert edges["masks"].shape == (3, 60, 90)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +103,13 @@ def test_interactive_refinement_reuses_the_encoding(pair):
         ({"points": [(1, 1)], "mask_logits": np.zeros((16, 16))}, r"got shape \(16, 16\)"),
         ({"box": (10, 10, 5, 20)}, "x2 > x1"),
         ({"points": [(np.nan, 1)]}, "finite"),
+        # The image is 90 wide, 60 high: (70, 40) is inside, (40, 70) is not.
+        ({"points": [(70, 40), (40, 70)]}, r"Point\(s\) \[\[40.0, 70.0\]\] lie outside the 90 x 60"),
+        ({"points": [(-1, 10)]}, "outside the 90 x 60"),
+        ({"points": [(1, 2, 3, 4)]}, r"\(x, y\) pixel pairs; got an array of shape \(1, 4\)"),
+        ({"box": (95, 5, 120, 50)}, "entirely outside the 90 x 60"),
+        ({"box": (10, -30, 80, 0)}, "entirely outside"),
+        ({"box": (10, 5, 80)}, "four pixel coordinates"),
     ],
 )
 def test_bad_prompts_are_named(pair, kwargs, message):
