@@ -198,3 +198,113 @@ def test_backbone_from_preset_takes_every_source(hf_checkpoint):
         SAM3Backbone.from_preset(hf_checkpoint, load_weights=False)
     with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
         SAM3Backbone.from_preset("no_such_preset")
+
+
+def _preprocessed(preprocessor):
+    image = np.random.default_rng(1).integers(0, 256, (40, 50, 3)).astype("uint8")
+    inputs, sizes = preprocessor(image, prompts="a red circle", boxes=[[(5, 6, 30, 20)]])
+    return inputs, sizes
+
+
+def _assert_same_preprocessing(loaded, expected):
+    from keras_sam3.models.preprocessor import SAM3PromptableConceptImageSegmenterPreprocessor
+    from keras_sam3.models.tokenizer import SAM3Tokenizer
+
+    assert isinstance(loaded, SAM3PromptableConceptImageSegmenterPreprocessor)
+    assert isinstance(loaded.tokenizer, SAM3Tokenizer)
+    assert loaded.image_converter.image_size == expected.image_converter.image_size
+    assert loaded.tokenizer.sequence_length == expected.tokenizer.sequence_length
+    assert loaded.tokenizer.vocabulary == expected.tokenizer.vocabulary
+    (got, got_sizes), (want, want_sizes) = _preprocessed(loaded), _preprocessed(expected)
+    assert got_sizes == want_sizes and sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_preprocessor_and_tokenizer_from_a_registered_name_and_a_keras_preset(keras_preset):
+    from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor as Preprocessor
+    from keras_sam3 import SAM3Tokenizer
+
+    directory, segmenter = keras_preset
+    _assert_same_preprocessing(Preprocessor.from_preset(directory), segmenter.preprocessor)
+    ids, _ = SAM3Tokenizer.from_preset(directory)(["a red circle"])
+    np.testing.assert_array_equal(ids, segmenter.preprocessor.tokenizer(["a red circle"])[0])
+    shipped = SAM3PromptableConceptImageSegmenter.from_preset("sam3_shapes")
+    _assert_same_preprocessing(Preprocessor.from_preset("sam3_shapes"), shipped.preprocessor)
+    assert SAM3Tokenizer.from_preset("sam3_shapes").sequence_length == 16  # the embedded model's
+    with pytest.raises(ValueError, match="is built for 128 px"):
+        Preprocessor.from_preset("sam3_shapes", image_size=256)
+
+
+def test_preprocessor_from_a_hub_keras_preset_reads_no_weights(monkeypatch, keras_preset):
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import EntryNotFoundError
+    from keras_hub.src.utils import preset_utils
+
+    from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor as Preprocessor
+
+    directory, segmenter = keras_preset
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append(filename)
+        path = os.path.join(directory, filename)
+        if not os.path.exists(path):
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return path
+
+    monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", fake_download)
+    _assert_same_preprocessing(Preprocessor.from_preset("hf://someone/sam3-keras"), segmenter.preprocessor)
+    assert "config.json" in requested and "assets/tokenizer/merges.txt" in requested
+    assert not [name for name in requested if name.endswith((".h5", ".weights.json"))], requested
+
+
+def test_preprocessor_from_a_checkpoint_downloads_no_weights(monkeypatch, hf_checkpoint, tmp_path):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import EntryNotFoundError
+    from keras_hub.src.utils import preset_utils
+
+    from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor as Preprocessor
+    from keras_sam3 import SAM3Tokenizer
+
+    expected = SAM3PromptableConceptImageSegmenter.from_preset(hf_checkpoint).preprocessor
+    _assert_same_preprocessing(Preprocessor.from_preset(hf_checkpoint), expected)
+    resized = Preprocessor.from_preset(hf_checkpoint, image_size=224)  # converted at another size
+    assert resized.image_converter.image_size == 224
+
+    def no_keras_files(repo_id, filename, **kwargs):
+        raise EntryNotFoundError(f"{filename} not in {repo_id}")
+
+    download = str(tmp_path / "snapshot")
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        os.makedirs(download, exist_ok=True)
+        for name in os.listdir(hf_checkpoint):
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                shutil.copy(os.path.join(hf_checkpoint, name), download)
+        return download
+
+    monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", no_keras_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    _assert_same_preprocessing(Preprocessor.from_preset("hf://facebook/sam3"), expected)
+    assert sorted(os.listdir(download)) == ["config.json", "merges.txt", "vocab.json"]  # no safetensors
+    assert SAM3Tokenizer.from_preset("hf://facebook/sam3").vocabulary == expected.tokenizer.vocabulary
+
+
+def test_preprocessor_from_a_source_without_tokenizer_files_is_refused(tmp_path, keras_preset, hf_checkpoint):
+    from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor as Preprocessor
+    from keras_sam3 import SAM3Tokenizer
+
+    _, segmenter = keras_preset
+    backbone_only = str(tmp_path / "backbone_only")
+    segmenter.backbone.save_to_preset(backbone_only)
+    weights_only = str(tmp_path / "weights_only")
+    os.makedirs(weights_only)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(hf_checkpoint, name), weights_only)
+    for source in (backbone_only, weights_only):
+        for load in (Preprocessor.from_preset, SAM3Tokenizer.from_preset):
+            with pytest.raises(ValueError, match="ships no tokenizer files"):
+                load(source)
+    with pytest.raises(ValueError, match="Unknown preset 'no_such_preset'"):
+        Preprocessor.from_preset("no_such_preset")

@@ -19,13 +19,14 @@ class HFCheckpoint:
     file names it.
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, weights=True):
+        """`weights=False` reads the configuration alone (`tensors` empty)."""
         config_path = os.path.join(directory, "config.json")
         if not os.path.exists(config_path):
             raise FileNotFoundError(f"No config.json in {directory!r}.")
         with open(config_path) as f:
             config = json.load(f)
-        self._set(config, read_checkpoint_tensors(directory))
+        self._set(config, read_checkpoint_tensors(directory) if weights else {})
 
     @classmethod
     def from_state(cls, config, tensors):

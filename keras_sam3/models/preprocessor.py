@@ -139,6 +139,16 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
     Returns:
         `(inputs, original_sizes)`: the backbone's input dict and a list of
         `(height, width)`.
+
+    Example (the embedded model's preprocessor, without its weights):
+
+    >>> preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor.from_preset("sam3_shapes")
+    >>> image = np.zeros((60, 90, 3), "uint8")
+    >>> inputs, sizes = preprocessor(image, prompts="red circle", boxes=[[(10, 20, 40, 50)]])
+    >>> sizes, tuple(inputs["images"].shape), tuple(inputs["token_ids"].shape)
+    ([(60, 90)], (1, 128, 128, 3), (1, 16))
+    >>> [round(float(v), 3) for v in inputs["boxes"][0, 0]]  # normalized cx, cy, w, h
+    [0.278, 0.583, 0.333, 0.5]
     """
 
     # keras-hub's `Task.summary()` prints the preprocessor by name.
@@ -147,6 +157,21 @@ class SAM3PromptableConceptImageSegmenterPreprocessor:
     def __init__(self, tokenizer, image_converter=None):
         self.tokenizer = tokenizer
         self.image_converter = image_converter or SAM3ImageConverter()
+
+    @classmethod
+    def from_preset(cls, preset, image_size=None):
+        """The preprocessor of any source `SAM3PromptableConceptImageSegmenter.from_preset`
+        reads, without loading its weights: its tokenizer and the model's
+        image size (`image_size` for a Hugging Face checkpoint converted at
+        another size).
+
+        Raises:
+            ValueError: the preset ships no tokenizer.
+        """
+        from keras_sam3.presets import load_tokenizer_and_image_size
+
+        tokenizer, size = load_tokenizer_and_image_size(preset, image_size, require_tokenizer=True)
+        return cls(tokenizer, SAM3ImageConverter(size))
 
     def encode_prompts(self, prompts):
         for prompt in prompts:

@@ -108,6 +108,20 @@ class SAM3Tokenizer:
         self._cache = {}
 
     @classmethod
+    def from_preset(cls, preset):
+        """The tokenizer of any source `SAM3PromptableConceptImageSegmenter.from_preset`
+        reads (a registered name, a Keras preset, a Hugging Face checkpoint),
+        without loading its weights; its sequence length is the model's.
+
+        Raises:
+            ValueError: the preset ships no tokenizer (a backbone-only Keras
+                preset, a weights-only checkpoint).
+        """
+        from keras_sam3.presets import load_tokenizer_and_image_size
+
+        return load_tokenizer_and_image_size(preset, require_tokenizer=True)[0]
+
+    @classmethod
     def from_open_clip(cls, merges_gz, sequence_length=32):
         merges = read_open_clip_merges(merges_gz)
         return cls(vocabulary_from_merges(merges), merges, sequence_length)
