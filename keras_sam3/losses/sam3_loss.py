@@ -38,7 +38,20 @@ Facts from facebookresearch/sam3 (`sam3/train/matcher.py`
 and box weights are those of its released (detection-only) fine-tuning
 configurations, `positive_weight` 10 as in the Roboflow-100VL one; the mask
 and semantic weights come from the segmentation block those configurations
-carry commented out. Not built here: Meta's one-to-many (DAC) query branch.
+carry commented out.
+
+Meta's one-to-many (DAC) branch, optional (`o2m_weight > 0`; Meta's
+configurations use 2.0, off here by default: it runs the decoder twice): a
+second set of the same queries without self-attention
+(`SAM3Backbone.one_to_many_model`) is matched one-to-many on the last layer
+(`keras_sam3.ops.matching.one_to_many_match`: quality
+`0.3 sigmoid(logit) + 0.7 IoU`, the `o2m_topk` best per ground truth above
+the quantile and `o2m_threshold` 0.4) and one-to-one (Hungarian) on the
+other layers, as Meta's configurations do (`use_o2m_matcher_on_o2m_aux:
+false`). Its class, box and mask losses are the ones above, times
+`o2m_weight`, with the same normalization; no presence or semantic loss.
+A query matched to several ground truths is one positive, whose soft target
+reads the largest of its IoUs (Meta's scatter keeps one of them).
 The decoder clamps presence logits to +-10 (as the reference does at
 inference), so a presence logit beyond that gets no gradient; Meta's
 clamp is a no-op.
@@ -72,6 +85,7 @@ from keras_sam3.ops.boxes import box_iou_and_giou
 from keras_sam3.ops.boxes import box_xyxy_to_cxcywh
 from keras_sam3.ops.matching import FAILED
 from keras_sam3.ops.matching import hungarian_match
+from keras_sam3.ops.matching import one_to_many_match
 from keras_sam3.ops.resize import resize_masks
 
 
@@ -127,6 +141,13 @@ class SAM3Loss:
         aux_layers: bool. Class, presence and box losses on every decoder
             layer (each matched on its own). Defaults to `True`.
         scale_by_batch_size: bool. Multiply by `sqrt(B)`. Defaults to `True`.
+        o2m_weight: weight of the one-to-many (DAC) branch; 0 turns it off.
+            Defaults to `0.0` (Meta's configurations: `2.0`).
+        o2m_alpha, o2m_threshold, o2m_topk: its matching. Default `0.3`,
+            `0.4`, `4`.
+        o2m_matcher_on_aux: bool. Match the one-to-many queries of the
+            earlier decoder layers one-to-many too (True), or one-to-one
+            as Meta's configurations do (False). Defaults to `False`.
     """
 
     def __init__(
@@ -152,6 +173,11 @@ class SAM3Loss:
         semantic_dice_weight=30.0,
         aux_layers=True,
         scale_by_batch_size=True,
+        o2m_weight=0.0,
+        o2m_alpha=0.3,
+        o2m_threshold=0.4,
+        o2m_topk=4,
+        o2m_matcher_on_aux=False,
     ):
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         for name, value in self.config.items():
@@ -233,7 +259,15 @@ class SAM3Loss:
 
         # IoU-aware classification: soft targets on matched queries.
         positive = ops.sum(assignment, axis=1)  # (B, Q)
-        query_iou = ops.stop_gradient(ops.sum(assignment * iou[..., None], axis=1))  # (B, Q)
+        query_iou = ops.sum(assignment * iou[..., None], axis=1)  # (B, Q)
+        terms["class"] = self._class_term(logits, positive, query_iou, has_gt)
+        terms["presence"] = 0.5 * ops.mean(_bce(presence[:, 0], has_gt))
+        return terms, (assignment, index), failed
+
+    def _class_term(self, logits, positive, query_iou, has_gt):
+        """IoU-aware BCE of `(B, Q)` logits: `positive` 1 on matched queries,
+        `query_iou` their box IoU."""
+        query_iou = ops.stop_gradient(query_iou)
         p = ops.sigmoid(logits)
         if self.soft_targets:
             target = ops.maximum(
@@ -249,15 +283,42 @@ class SAM3Loss:
         denominator = ops.cast(ops.shape(logits)[0], logits.dtype) * float(
             max(logits.shape[-1], self.pad_num_queries)
         )
-        terms["class"] = ops.sum(per_query) / denominator
-        terms["presence"] = 0.5 * ops.mean(_bce(presence[:, 0], has_gt))
-        return terms, (assignment, index), failed
+        return ops.sum(per_query) / denominator
+
+    def _one_to_many_terms(self, logits, boxes_xyxy, gt_xyxy, valid, has_gt, num_boxes):
+        """Class and box losses of one layer's one-to-many queries, matched
+        one-to-many; and the matches `(index, matched)`, each `(B, G, k)`."""
+        iou_all, _ = box_iou_and_giou(boxes_xyxy[:, :, None], gt_xyxy[:, None])  # (B, Q, G)
+        quality = self.o2m_alpha * ops.sigmoid(logits)[..., None] + (1.0 - self.o2m_alpha) * iou_all
+        index, matched = one_to_many_match(ops.stop_gradient(quality), valid, self.o2m_topk, self.o2m_threshold)
+        batch, count, k = ops.shape(index)[0], ops.shape(index)[1], self.o2m_topk
+        flat_index = ops.reshape(index, (batch, count * k))  # (B, G k)
+        flat_matched = ops.reshape(matched, (batch, count * k))
+        pred = ops.take_along_axis(boxes_xyxy, flat_index[..., None], axis=1)  # (B, G k, 4)
+        gt = ops.repeat(gt_xyxy, k, axis=1)  # (B, G k, 4), each ground truth k times
+        iou, giou = box_iou_and_giou(pred, gt)
+        l1 = ops.sum(ops.abs(box_xyxy_to_cxcywh(pred) - box_xyxy_to_cxcywh(gt)), -1)
+        terms = {
+            "bbox": ops.sum(l1 * flat_matched) / num_boxes,
+            "giou": ops.sum((1.0 - giou) * flat_matched) / num_boxes,
+        }
+        # (B, G k, Q): which query each pair is; a query counts once.
+        pairs = ops.one_hot(flat_index, logits.shape[-1], dtype=logits.dtype) * flat_matched[..., None]
+        positive = ops.max(pairs, axis=1)  # (B, Q)
+        query_iou = ops.max(pairs * iou[..., None], axis=1)
+        terms["class"] = self._class_term(logits, positive, query_iou, has_gt)
+        return terms, (flat_index, flat_matched)
 
     def __call__(self, y_true, y_pred):
         return self.compute(y_true, y_pred)["total"]
 
     def compute(self, y_true, y_pred):
-        """All terms: a dict of scalars, weighted, with their sum as `total`."""
+        """All terms: a dict of scalars, weighted, with their sum as `total`.
+
+        The one-to-many terms (`*_o2m`) are computed when `o2m_weight > 0`
+        and `y_pred` holds the one-to-many outputs (a training forward
+        pass: evaluation runs without them, as Meta's does).
+        """
         check_target_structure(y_true)
         gt_xyxy = ops.cast(y_true["boxes"], "float32")
         if gt_xyxy.shape[1] == 0:
@@ -275,20 +336,18 @@ class SAM3Loss:
         all_presence = ops.cast(y_pred["all_presence_logits"], "float32")  # (B, L, 1)
         num_layers = all_logits.shape[1]
         layers = range(num_layers) if self.aux_layers else [num_layers - 1]
-        mask_cost = None
-        if self.cost_mask or self.cost_dice:
-            if "masks" not in y_true:
-                raise ValueError("A mask matching cost is set but the targets have no 'masks'; set cost_mask = cost_dice = 0.")
-            mask_cost = self.mask_matching_cost(
-                ops.stop_gradient(ops.cast(y_pred["pred_masks"], "float32")),
-                ops.cast(y_true["masks"], "float32"),
+        mask_losses = bool(self.mask_weight or self.dice_weight or self.semantic_weight or self.semantic_dice_weight)
+        if (mask_losses or self.cost_mask or self.cost_dice) and "masks" not in y_true:
+            raise ValueError(
+                "Mask losses or a mask matching cost are on but the targets have no 'masks'; set "
+                "mask_weight, dice_weight, semantic_weight, semantic_dice_weight, cost_mask and "
+                "cost_dice to 0."
             )
-            if "mask_valid" in y_true:
-                # Box-only instances are matched on boxes and scores alone.
-                mask_cost = mask_cost * ops.cast(y_true["mask_valid"], "float32")[:, None, :]
+        one_to_many = self.o2m_weight > 0 and "all_pred_logits_o2m" in y_pred
 
         totals = {"class": 0.0, "presence": 0.0, "bbox": 0.0, "giou": 0.0}
         failed = []
+        mask_cost = self._mask_cost(y_true, y_pred["pred_masks"])
         for layer in layers:
             terms, matches, layer_failed = self._layer_terms(
                 all_logits[:, layer],
@@ -311,10 +370,19 @@ class SAM3Loss:
             "bbox": self.bbox_weight * totals["bbox"],
             "giou": self.giou_weight * totals["giou"],
         }
-        if self.mask_weight or self.dice_weight or self.semantic_weight or self.semantic_dice_weight:
-            if "masks" not in y_true:
-                raise ValueError("Mask losses are on but the targets have no 'masks'; set their weights to 0.")
-            weighted.update(self._mask_terms(y_true, y_pred, matches, valid, num_boxes))
+        if mask_losses:
+            gt_masks = self._gt_masks(y_true)
+            assignment, index = matches
+            weighted.update(
+                self._instance_mask_terms(
+                    y_true, y_pred["pred_masks"], gt_masks, index, ops.sum(assignment, axis=-1), num_boxes
+                )
+            )
+            weighted.update(self._semantic_terms(y_true, y_pred, gt_masks, valid))
+        if one_to_many:
+            o2m, o2m_failed = self._one_to_many(y_true, y_pred, gt_xyxy, valid, has_gt, num_boxes, layers, mask_losses)
+            weighted.update(o2m)
+            failed.extend(o2m_failed)
         total = ops.sum(ops.stack(list(weighted.values())))
         if self.scale_by_batch_size:
             total = total * ops.sqrt(ops.cast(ops.shape(all_logits)[0], "float32"))
@@ -324,38 +392,103 @@ class SAM3Loss:
         failed = ops.any(ops.stack(failed))
         return {name: ops.where(failed, float("nan"), value) for name, value in weighted.items()}
 
-    def _mask_terms(self, y_true, y_pred, matches, valid, num_boxes):
-        assignment, index = matches
+    def _one_to_many(self, y_true, y_pred, gt_xyxy, valid, has_gt, num_boxes, layers, mask_losses):
+        """The weighted one-to-many terms, and the host calls' failure flags."""
+        all_logits = ops.cast(y_pred["all_pred_logits_o2m"], "float32")
+        all_boxes = ops.cast(y_pred["all_pred_boxes_o2m"], "float32")
+        last = all_logits.shape[1] - 1
+        totals = {"class": 0.0, "bbox": 0.0, "giou": 0.0}
+        failed = []
+        mask_cost = None
+        for layer in layers:
+            if layer == last or self.o2m_matcher_on_aux:
+                terms, matches = self._one_to_many_terms(
+                    all_logits[:, layer], all_boxes[:, layer], gt_xyxy, valid, has_gt, num_boxes
+                )
+            else:
+                if mask_cost is None:
+                    mask_cost = self._mask_cost(y_true, y_pred["pred_masks_o2m"])
+                # No presence here: the one-to-many queries have none.
+                no_presence = ops.zeros_like(all_logits[:, layer, :1])
+                terms, _, layer_failed = self._layer_terms(
+                    all_logits[:, layer], all_boxes[:, layer], no_presence,
+                    gt_xyxy, valid, has_gt, num_boxes, mask_cost,
+                )
+                failed.append(layer_failed)
+            for name in totals:
+                totals[name] = totals[name] + terms[name]
+        weighted = {
+            "class_o2m": self.class_weight * totals["class"],
+            "bbox_o2m": self.bbox_weight * totals["bbox"],
+            "giou_o2m": self.giou_weight * totals["giou"],
+        }
+        if mask_losses and "pred_masks_o2m" in y_pred:
+            index, matched = matches  # the last layer's, one-to-many
+            gt_masks = ops.repeat(self._gt_masks(y_true), self.o2m_topk, axis=1)
+            mask_valid = y_true.get("mask_valid")
+            if mask_valid is not None:
+                mask_valid = ops.repeat(ops.cast(mask_valid, "float32"), self.o2m_topk, axis=1)
+            instance = self._instance_mask_terms(
+                {"mask_valid": mask_valid} if mask_valid is not None else {},
+                y_pred["pred_masks_o2m"], gt_masks, index, matched, num_boxes,
+            )
+            weighted.update({f"{name}_o2m": value for name, value in instance.items()})
+        return {name: self.o2m_weight * value for name, value in weighted.items()}, failed
+
+    def _mask_cost(self, y_true, pred_masks):
+        """The matching's optional mask term, `(B, Q, G)`, or None."""
+        if not (self.cost_mask or self.cost_dice):
+            return None
+        cost = self.mask_matching_cost(
+            ops.stop_gradient(ops.cast(pred_masks, "float32")), ops.cast(y_true["masks"], "float32")
+        )
+        if "mask_valid" in y_true:
+            # Box-only instances are matched on boxes and scores alone.
+            cost = cost * ops.cast(y_true["mask_valid"], "float32")[:, None, :]
+        return cost
+
+    @staticmethod
+    def _gt_masks(y_true):
         gt_masks = ops.cast(y_true["masks"], "float32")  # (B, G, Hm, Wm)
-        gt_masks = ops.where(ops.isfinite(gt_masks), gt_masks, 0.0)  # padding may hold NaN
+        return ops.where(ops.isfinite(gt_masks), gt_masks, 0.0)  # padding may hold NaN
+
+    def _instance_mask_terms(self, y_true, pred_masks, gt_masks, index, is_matched, num_boxes):
+        """Focal and dice of matched masks: `index` `(B, N)` the query of each
+        of the `N` ground-truth slots of `gt_masks` `(B, N, Hm, Wm)`,
+        `is_matched` `(B, N)` 1 where that pair counts."""
         size = tuple(gt_masks.shape[2:])
         if None in size:  # TensorFlow, resolution changing between batches
             size = tuple(ops.shape(gt_masks)[2:])
-        pred_masks = ops.cast(y_pred["pred_masks"], "float32")  # (B, Q, h, w)
+        pred_masks = ops.cast(pred_masks, "float32")  # (B, Q, h, w)
         batch, count = ops.shape(gt_masks)[0], ops.shape(gt_masks)[1]
         h, w = pred_masks.shape[2], pred_masks.shape[3]
-        # (B, Q, h, w) -> (B, G, h, w): the last layer's matches, upsampled
+        # (B, Q, h, w) -> (B, N, h, w): each slot's query, upsampled
         gather = ops.broadcast_to(index[:, :, None, None], (batch, count, h, w))
         matched = resize_masks(ops.take_along_axis(pred_masks, gather, axis=1), size)
-        is_matched = ops.sum(assignment, axis=-1)  # (B, G)
+        if y_true.get("mask_valid") is not None:
+            is_matched = is_matched * ops.cast(y_true["mask_valid"], "float32")
+        logits = ops.reshape(matched, (batch, count, -1))
+        targets = ops.reshape(gt_masks, (batch, count, -1))
+        focal = ops.mean(_focal(logits, targets, 0.25, 2.0), axis=-1)
+        dice = _dice(logits, targets)
+        return {
+            "mask": self.mask_weight * ops.sum(focal * is_matched) / num_boxes,
+            "dice": self.dice_weight * ops.sum(dice * is_matched) / num_boxes,
+        }
+
+    def _semantic_terms(self, y_true, y_pred, gt_masks, valid):
+        """Semantic segmentation against the union of the prompt's instances."""
+        size = tuple(gt_masks.shape[2:])
+        if None in size:
+            size = tuple(ops.shape(gt_masks)[2:])
+        batch = ops.shape(gt_masks)[0]
         # Prompts whose semantic target is known: every valid instance has a
         # mask (a box-only instance's region is unknown, not background).
         semantic_known = ops.ones_like(valid[:, 0])
         if "mask_valid" in y_true:
             mask_valid = ops.cast(y_true["mask_valid"], "float32")
-            is_matched = is_matched * mask_valid
             semantic_known = ops.cast(ops.sum(valid * (1.0 - mask_valid), axis=-1) == 0, "float32")
             valid = valid * mask_valid
-        logits = ops.reshape(matched, (batch, count, -1))
-        targets = ops.reshape(gt_masks, (batch, count, -1))
-        focal = ops.mean(_focal(logits, targets, 0.25, 2.0), axis=-1)
-        dice = _dice(logits, targets)
-        terms = {
-            "mask": self.mask_weight * ops.sum(focal * is_matched) / num_boxes,
-            "dice": self.dice_weight * ops.sum(dice * is_matched) / num_boxes,
-        }
-
-        # Semantic segmentation against the union of the prompt's instances.
         union = ops.max(gt_masks * valid[:, :, None, None], axis=1)  # (B, Hm, Wm)
         semantic = ops.cast(y_pred["semantic_seg"], "float32")[..., 0][:, None]  # (B, 1, h, w)
         semantic = ops.reshape(resize_masks(semantic, size), (batch, -1))
@@ -366,8 +499,9 @@ class SAM3Loss:
         positive = positive * semantic_known
         count_positive = ops.sum(positive) + 1e-6
         semantic_focal = ops.mean(_focal(semantic, union, 0.6, 2.0), axis=-1)
-        terms["semantic"] = self.semantic_weight * ops.sum(semantic_focal * positive) / count_positive
-        terms["semantic_dice"] = (
-            self.semantic_dice_weight * ops.sum(_dice(semantic, union) * positive) / count_positive
-        )
-        return terms
+        return {
+            "semantic": self.semantic_weight * ops.sum(semantic_focal * positive) / count_positive,
+            "semantic_dice": (
+                self.semantic_dice_weight * ops.sum(_dice(semantic, union) * positive) / count_positive
+            ),
+        }

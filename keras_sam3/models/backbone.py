@@ -30,6 +30,10 @@ _COMPONENTS = (
 # encoder's first self-attention over it, and the pixel decoder's
 # convolutions of FPN levels 0 and 1 (they run before any prompt).
 IMAGE_LEVELS = ("fpn_hidden_states_2",)
+# What `prompt_head(..., one_to_many=True)` adds: the one-to-many queries'
+# per-layer logits `(B, L, Q)` and xyxy boxes `(B, L, Q, 4)`, and their masks
+# `(B, Q, h, w)`.
+ONE_TO_MANY_OUTPUTS = ("all_pred_logits_o2m", "all_pred_boxes_o2m", "pred_masks_o2m")
 ENCODED_TOKENS = "detr_encoder_image_tokens"
 CONVOLVED_SKIPS = ("mask_decoder_convolved_skip_0", "mask_decoder_convolved_skip_1")
 
@@ -77,6 +81,7 @@ def prompt_head(
     training=None,
     encoded_tokens=None,
     convolved_skips=None,
+    one_to_many=False,
 ):
     """Everything after the encoders: prompt assembly, DETR, scoring, masks.
 
@@ -92,6 +97,9 @@ def prompt_head(
         convolved_skips: optional list, the `CONVOLVED_SKIPS` of
             `image_encoding`; the pixel decoder then reads them instead of
             FPN levels 0 and 1.
+        one_to_many: bool. Also run the queries of Meta's one-to-many (DAC)
+            training branch (`SAM3DetrDecoder(self_attention=False)`) and
+            add their `ONE_TO_MANY_OUTPUTS`.
 
     Returns:
         The backbone's output dict.
@@ -123,8 +131,17 @@ def prompt_head(
         skips = [vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]]
     else:
         skips = list(convolved_skips)
+    mask_queries = decoded["queries"][:, -1]  # (B, Q, D)
+    num_queries = mask_queries.shape[1]
+    if one_to_many:
+        many = components.detr_decoder(
+            memory, position, prompt, prompt_mask, training=training, self_attention=False
+        )
+        # One mask decoder run for both query sets: a query's mask reads the
+        # pixel decoder's output, never another query. (B, 2Q, D)
+        mask_queries = ops.concatenate([mask_queries, many["queries"][:, -1]], axis=1)
     masks = components.mask_decoder(
-        decoded["queries"][:, -1],
+        mask_queries,
         memory,
         skips=skips,
         prompt=prompt,
@@ -132,10 +149,18 @@ def prompt_head(
         training=training,
         skips_convolved=convolved_skips is not None,
     )
+    outputs = {}
+    if one_to_many:
+        outputs = {
+            "all_pred_logits_o2m": components.scoring(many["queries"], prompt, prompt_mask, training=training),
+            "all_pred_boxes_o2m": box_cxcywh_to_xyxy(many["boxes"]),
+            "pred_masks_o2m": masks["pred_masks"][:, num_queries:],
+        }
     return {
+        **outputs,
         "pred_logits": logits[:, -1],
         "pred_boxes": boxes_xyxy[:, -1],
-        "pred_masks": masks["pred_masks"],
+        "pred_masks": masks["pred_masks"][:, :num_queries],
         "presence_logits": decoded["presence_logits"][:, -1],
         "semantic_seg": masks["semantic_seg"],
         "all_pred_logits": logits,
@@ -208,20 +233,30 @@ class SAM3Backbone(Backbone):
             "boxes": keras.Input((None, 4), name="boxes"),
             "box_labels": keras.Input((None,), dtype="int32", name="box_labels"),
         }
-        vision = vision_encoder(inputs["images"])
-        text = text_encoder(inputs["token_ids"], inputs["padding_mask"])
-        outputs = prompt_head(
+        outputs = self._graph_outputs(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+
+    def _graph_outputs(self, inputs, one_to_many=False):
+        vision = self.vision_encoder(inputs["images"])
+        text = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        return prompt_head(
             self,
             vision,
             text["text_features"],
             text["text_mask"],
             inputs["boxes"],
             inputs["box_labels"],
+            one_to_many=one_to_many,
         )
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
-        # === Config ===
-        self.image_size = image_size
+    def one_to_many_model(self):
+        """A `keras.Model` on the backbone's inputs and weights whose outputs
+        add Meta's one-to-many (DAC) queries (`ONE_TO_MANY_OUTPUTS`) to the
+        backbone's: what training with `SAM3Loss(o2m_weight=...)` runs."""
+        return keras.Model(self.input, self._graph_outputs(self.input, one_to_many=True), name="sam3_one_to_many")
 
     def freeze_unread_levels(self):
         """Neck levels past the third feed nothing here (the reference computes

@@ -72,13 +72,18 @@ class DetrDecoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(
-        self, x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=None
+        self, x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=None, self_attention=True
     ):
         def residual(x, y, norm):
             return norm(x + dropout(self.dropout, y, training))
 
-        q = x + query_pos
-        x = residual(x, self.self_attn(q, q, x), self.self_attn_layer_norm)
+        if self_attention:
+            q = x + query_pos
+            x = residual(x, self.self_attn(q, q, x), self.self_attn_layer_norm)
+        else:
+            # Meta's one-to-many (DAC) queries: no self-attention, its layer
+            # norm still applied (`dac_use_selfatt_ln`).
+            x = self.self_attn_layer_norm(x)
         y = self.text_cross_attn(x + query_pos, prompt, prompt, attention_mask=prompt_mask)
         x = residual(x, y, self.text_cross_attn_layer_norm)
         y = self.vision_cross_attn(
@@ -135,6 +140,15 @@ class SAM3DetrDecoder(keras.layers.Layer):
         memory_pos: `(1 or B, H, W, D)`.
         prompt: `(B, L, D)`.
         prompt_mask: bool `(B, L)`.
+        self_attention: bool. False runs the queries of Meta's one-to-many
+            (DAC) branch, which training adds beside the one-to-one
+            queries: the same learned queries and reference boxes, every
+            layer without its self-attention (its layer norm kept), so no
+            query sees another. In Meta's decoder they ride along in the same
+            pass and the presence token attends only to the one-to-one
+            half, so the one-to-one outputs are the default call's and the
+            one-to-many ones this call's (its presence logits are not
+            Meta's and no loss reads them). Defaults to `True`.
 
     Returns:
         A dict, every entry with a layer axis `L` after the batch:
@@ -270,7 +284,7 @@ class SAM3DetrDecoder(keras.layers.Layer):
         rpb = ey[:, :, :, :, None] + ex[:, :, :, None, :]
         return ops.reshape(rpb, (ops.shape(rpb)[0], self.num_heads, self.num_queries + 1, height * width))
 
-    def call(self, memory, memory_pos, prompt, prompt_mask, training=None):
+    def call(self, memory, memory_pos, prompt, prompt_mask, training=None, self_attention=True):
         _, height, width, d = memory.shape
         batch = ops.shape(memory)[0]
         # (B, H, W, D) -> (B, N, D)
@@ -296,7 +310,10 @@ class SAM3DetrDecoder(keras.layers.Layer):
             query_pos = self.ref_point_head(sine)  # (B, Q, D)
             query_pos = ops.pad(query_pos, ((0, 0), (1, 0), (0, 0)))
             rpb = self._box_rpb(boxes, height, width)
-            x = layer(x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb, training=training)
+            x = layer(
+                x, query_pos, prompt, prompt_mask, memory, memory_pos, rpb,
+                training=training, self_attention=self_attention,
+            )
 
             normed = self.output_layer_norm(x[:, 1:])
             delta = ops.cast(self.box_head(normed), "float32")

@@ -113,12 +113,21 @@ class SAM3PromptableConceptImageSegmenter(SAM3SegmenterTraining, Task):
         self._image_model = None
         self._prompt_model = None
         self._sam3_loss = None
+        self._one_to_many_model = None
         # === Functional model ===
         # keras-hub's three outputs, plus the raw backbone outputs the
         # training loss reads; `predict` returns only the former.
         inputs = backbone.input
         raw = backbone(inputs)
         super().__init__(inputs=inputs, outputs={**task_outputs(raw), **raw}, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Training with `SAM3Loss(o2m_weight > 0)` (see `compile`) also runs
+        # Meta's one-to-many queries; inference and evaluation never do.
+        if training and self._one_to_many_model is not None:
+            raw = self._one_to_many_model(inputs, training=True)
+            return {**task_outputs(raw), **raw}
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def get_config(self):
         # The preprocessor is host-side Python: the config records its sizes,

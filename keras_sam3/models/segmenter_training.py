@@ -56,6 +56,11 @@ class SAM3SegmenterTraining:
                 "tools/evaluate_embedded.py shows how)."
             )
         self.backbone.freeze_unread_levels()  # trainable variables are fixed here
+        # Meta's one-to-many (DAC) queries: a training forward pass with them
+        # (`call`), on the backbone's weights.
+        self._one_to_many_model = None
+        if self._sam3_loss is not None and self._sam3_loss.o2m_weight > 0:
+            self._one_to_many_model = self.backbone.one_to_many_model()
         if self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
             jit_compile = False
         super().compile(

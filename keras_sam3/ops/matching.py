@@ -146,3 +146,40 @@ def hungarian_match(cost, valid, problems=None, messages=()):
         result = host(*(a.detach().cpu().numpy() for a in args))
         return torch.as_tensor(result, device=cost.device)
     return ops.convert_to_tensor(host(*(ops.convert_to_numpy(a) for a in args)))
+
+
+def one_to_many_match(quality, valid, topk, threshold):
+    """Meta's one-to-many (DAC) matching, traceable: every ground truth takes
+    the queries among its `topk` best whose quality passes `threshold`.
+
+    `facebookresearch/sam3` `BinaryOneToManyMatcher`: a query matches a
+    ground truth when its quality is above the `1 - topk / Q` quantile of
+    that ground truth's qualities (`torch.quantile`'s linear interpolation)
+    and above `threshold`. Those queries are always among the `topk` best,
+    so they are returned as the `topk` best per ground truth with a flag.
+    A query may match several ground truths.
+
+    Args:
+        quality: `(B, Q, G)`, higher is better (Meta's
+            `alpha * sigmoid(logit) + (1 - alpha) * box IoU`).
+        valid: `(B, G)` 1 for a real ground truth, 0 for padding.
+        topk: int, `1 <= topk <= Q`.
+        threshold: float.
+
+    Returns:
+        `(index, matched)`: int32 `(B, G, topk)` query indices and float
+        `(B, G, topk)` 1 where the pair is matched.
+    """
+    num_queries = quality.shape[1]
+    if not 1 <= topk <= num_queries:
+        raise ValueError(f"The one-to-many matching takes 1 <= topk <= {num_queries} queries; got topk={topk}.")
+    per_target = ops.transpose(quality, (0, 2, 1))  # (B, G, Q)
+    ascending = ops.sort(per_target, axis=-1)
+    position = (1.0 - topk / num_queries) * (num_queries - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, num_queries - 1)
+    fraction = position - low
+    quantile = ascending[..., low] + (ascending[..., high] - ascending[..., low]) * fraction  # (B, G)
+    best, index = ops.top_k(per_target, topk, sorted=True)  # (B, G, k)
+    matched = (best > quantile[..., None]) & (best > threshold) & (valid[..., None] > 0)
+    return ops.cast(index, "int32"), ops.cast(matched, quality.dtype)

@@ -300,3 +300,92 @@ def test_mask_matching_cost_needs_masks_and_skips_box_only_instances():
     plain = SAM3Loss().compute(to_tensors(y_true), to_tensors(y_pred))
     for name in plain:
         assert float(strong[name]) == pytest.approx(float(plain[name]), rel=1e-6), name
+
+
+def one_to_many_prompt():
+    """One ground truth (cxcywh 0.3, 0.35, 0.4, 0.5) and four one-to-many
+    queries. Quality 0.3 p + 0.7 IoU: query 0 (IoU 0.8) 0.824, query 1 (the
+    ground truth's box) 0.85, query 2 (the same box, logit -1) 0.781, query 3
+    (no overlap) 0.286. With topk 2 of 4 the quantile is halfway between the
+    2nd and 3rd best (0.802): queries 0 and 1 match."""
+    y_true, y_pred = one_prompt()
+    y_pred["all_pred_logits_o2m"] = np.array([[[2.0, 0.0, -1.0, 3.0]]], "float32")
+    y_pred["all_pred_boxes_o2m"] = np.array(
+        [[[[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.6], [0.1, 0.1, 0.5, 0.6], [0.7, 0.7, 0.9, 0.9]]]], "float32"
+    )
+    y_pred["pred_masks_o2m"] = np.array(
+        [[[[1.0, -2.0], [0.5, -1.0]], [[2.0, -1.0], [2.0, -3.0]], [[0.0, 0.0], [0.0, 0.0]], [[3.0, 3.0], [3.0, 3.0]]]],
+        "float32",
+    )
+    return y_true, y_pred
+
+
+def test_one_to_many_terms_are_hand_computed():
+    y_true, y_pred = one_to_many_prompt()
+    loss = SAM3Loss(pad_num_queries=4, o2m_weight=2.0, o2m_topk=2)
+    terms = loss.compute(to_tensors(y_true), to_tensors(y_pred))
+    s = y_pred["all_pred_logits_o2m"][0, 0].astype("float64")
+    p = sigmoid(s)
+    class_loss = (
+        10 * bce(s[0], p[0] ** 0.25 * 0.8**0.75)
+        + 10 * bce(s[1], p[1] ** 0.25)
+        + p[2] ** 2 * bce(s[2], 0.0)
+        + p[3] ** 2 * bce(s[3], 0.0)
+    ) / 4
+    gt = y_true["masks"][0, 0]
+    masks = y_pred["pred_masks_o2m"][0].astype("float64")
+    expected = {
+        "class_o2m": 2 * 20 * class_loss,
+        "bbox_o2m": 2 * 5 * 0.15,  # query 0's L1; query 1's is 0
+        "giou_o2m": 2 * 2 * (1 - 0.8),
+        "mask_o2m": 2 * 200 * (focal(masks[0], gt, 0.25).mean() + focal(masks[1], gt, 0.25).mean()),
+        "dice_o2m": 2 * 10 * (dice(masks[0], gt) + dice(masks[1], gt)),
+    }
+    for name, value in expected.items():
+        assert float(terms[name]) == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    one_to_one = SAM3Loss(pad_num_queries=4).compute(to_tensors(y_true), to_tensors(y_pred))
+    assert set(one_to_one) == set(terms) - set(expected)
+    for name, value in one_to_one.items():
+        if name != "total":
+            assert float(terms[name]) == pytest.approx(float(value), rel=1e-6), name
+    assert float(terms["total"]) == pytest.approx(float(one_to_one["total"]) + sum(expected.values()), rel=1e-4)
+    # Without the one-to-many outputs (an evaluation pass) there are no such terms.
+    del y_pred["all_pred_logits_o2m"]
+    assert set(loss.compute(to_tensors(y_true), to_tensors(y_pred))) == set(one_to_one)
+
+
+@pytest.mark.parametrize("matcher_on_aux", [False, True])
+def test_one_to_many_earlier_layers_are_matched_one_to_one_as_metas_configurations(matcher_on_aux):
+    """Two decoder layers: the last is matched one-to-many; the first
+    one-to-one (Meta's `use_o2m_matcher_on_o2m_aux: false`) unless asked."""
+    y_true, y_pred = one_to_many_prompt()
+    first = {  # another layer before the last: query 2 is the best one-to-one match
+        "all_pred_logits_o2m": np.array([[[0.5, -0.5, 1.0, 0.0]]], "float32"),
+        "all_pred_boxes_o2m": y_pred["all_pred_boxes_o2m"][:, :, [3, 0, 1, 2]],
+    }
+    two_layers = dict(y_pred)
+    for key in ("all_pred_logits", "all_pred_boxes", "all_presence_logits"):
+        two_layers[key] = np.concatenate([y_pred[key], y_pred[key]], axis=1)
+    for key, value in first.items():
+        two_layers[key] = np.concatenate([value, y_pred[key]], axis=1)
+    kwargs = {"pad_num_queries": 4, "o2m_weight": 1.0, "o2m_topk": 2, "o2m_matcher_on_aux": matcher_on_aux,
+              "mask_weight": 0.0, "dice_weight": 0.0}
+    both = SAM3Loss(**kwargs).compute(to_tensors(y_true), to_tensors(two_layers))
+    last = SAM3Loss(**kwargs).compute(to_tensors(y_true), to_tensors(y_pred))
+    # The first layer alone, as the one-to-one queries of a one-layer model.
+    alone = dict(
+        y_pred,
+        all_pred_logits=first["all_pred_logits_o2m"],
+        all_pred_boxes=first["all_pred_boxes_o2m"],
+        pred_masks=y_pred["pred_masks_o2m"],
+    )
+    if matcher_on_aux:
+        alone.update(first)
+        first_terms = SAM3Loss(**kwargs).compute(to_tensors(y_true), to_tensors(alone))
+        first_terms = {k[: -len("_o2m")]: v for k, v in first_terms.items() if k.endswith("_o2m")}
+    else:
+        first_terms = SAM3Loss(**{**kwargs, "o2m_weight": 0.0}).compute(to_tensors(y_true), to_tensors(alone))
+    for name in ("class", "bbox", "giou"):
+        expected = float(first_terms[name]) + float(last[f"{name}_o2m"])
+        assert float(both[f"{name}_o2m"]) == pytest.approx(expected, rel=1e-5), name
+    assert float(first_terms["bbox"]) != pytest.approx(float(last["bbox_o2m"]), rel=1e-2)

@@ -60,3 +60,26 @@ def test_query_initializer_is_configurable_and_serialized():
     default = SAM3DetrDecoder.from_config(decoder().get_config())
     assert isinstance(default.query_initializer, keras.initializers.RandomNormal)
     assert default.query_initializer.stddev == 1.0
+
+
+def test_one_to_many_queries_are_the_queries_without_self_attention():
+    """`self_attention=False` (Meta's DAC queries) equals the decoder whose
+    self-attentions output nothing: each query alone, its layer norm kept."""
+    keras.utils.set_random_seed(3)
+    layer = decoder()
+    rng = np.random.default_rng(0)
+    memory = rng.normal(size=(2, 4, 5, 32)).astype("float32")
+    memory_pos = rng.normal(size=(1, 4, 5, 32)).astype("float32")
+    prompt = rng.normal(size=(2, 3, 32)).astype("float32")
+    prompt_mask = np.array([[True, True, False], [True, False, False]])
+    args = (memory, memory_pos, prompt, prompt_mask)
+    with_self_attention = layer(*args)
+    many = layer(*args, self_attention=False)
+    for block in layer.decoder_layers:
+        for weight in block.self_attn.o_proj.weights:
+            weight.assign(np.zeros(weight.shape, "float32"))
+    silenced = layer(*args)
+    for key in ("queries", "boxes", "reference_boxes"):
+        got, want = ops.convert_to_numpy(many[key]), ops.convert_to_numpy(silenced[key])
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=key)
+        assert np.abs(got - ops.convert_to_numpy(with_self_attention[key])).max() > 1e-2, key

@@ -318,3 +318,44 @@ def test_sample_weights_are_refused():
     x, y = training_batch(segmenter)
     with pytest.raises(ValueError, match="sample weights"):
         segmenter.fit(x, y, sample_weight=np.ones(4), batch_size=4, epochs=1, verbose=0)
+
+
+def test_one_to_many_branch_trains_and_leaves_inference_and_evaluation_alone(tmp_path):
+    """`SAM3Loss(o2m_weight > 0)`: training runs Meta's one-to-many queries
+    beside the usual ones (same weights, outputs unchanged); `predict`,
+    `evaluate` and the backbone never do; save -> load keeps the branch."""
+    segmenter = training_segmenter()
+    x, y = training_batch(segmenter)
+    y_tensors = {k: ops.convert_to_tensor(v) for k, v in y.items()}
+    plain = float(SAM3Loss(pad_num_queries=5)(y_tensors, segmenter(x, training=False)))
+    segmenter.compile(
+        optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-3), loss=SAM3Loss(pad_num_queries=5, o2m_weight=2.0)
+    )
+    backbone_outputs = segmenter.backbone(x, training=False)
+    both = segmenter._one_to_many_model(x, training=False)
+    assert "pred_masks_o2m" not in backbone_outputs
+    for key, value in backbone_outputs.items():  # the one-to-one outputs are the backbone's
+        np.testing.assert_allclose(ops.convert_to_numpy(both[key]), ops.convert_to_numpy(value), atol=1e-5, err_msg=key)
+    assert both["all_pred_logits_o2m"].shape == backbone_outputs["all_pred_logits"].shape
+    assert both["pred_masks_o2m"].shape == backbone_outputs["pred_masks"].shape
+    assert "pred_masks_o2m" in segmenter(x, training=True) and "pred_masks_o2m" not in segmenter(x, training=False)
+    # Evaluation is the one-to-one loss (Meta's evaluation runs without the branch).
+    assert np.isclose(segmenter.test_on_batch(x, y), plain, rtol=1e-4)
+
+    # Training lowers the loss and its one-to-many terms.
+    terms_before = segmenter._sam3_loss.compute(y_tensors, segmenter(x, training=True))
+    history = segmenter.fit(x, y, batch_size=4, epochs=6, verbose=0)
+    terms_after = segmenter._sam3_loss.compute(y_tensors, segmenter(x, training=True))
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert float(terms_after["total"]) < 0.9 * float(terms_before["total"])
+    o2m = [k for k in terms_after if k.endswith("_o2m")]
+    assert sorted(o2m) == ["bbox_o2m", "class_o2m", "dice_o2m", "giou_o2m", "mask_o2m"]
+    assert sum(float(terms_after[k]) for k in o2m) < sum(float(terms_before[k]) for k in o2m)
+
+    path = str(tmp_path / "o2m.keras")
+    segmenter.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored._sam3_loss.o2m_weight == 2.0 and restored._one_to_many_model is not None
+    a, b = restored(x, training=False), segmenter(x, training=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(a["scores"]), ops.convert_to_numpy(b["scores"]), atol=1e-6)
+    restored.fit(x, y, batch_size=4, epochs=1, verbose=0)

@@ -7,6 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 from keras_sam3.ops.matching import hungarian_match
 from keras_sam3.ops.matching import match_numpy
+from keras_sam3.ops.matching import one_to_many_match
 
 
 def compiled(fn):
@@ -104,3 +105,50 @@ def test_a_non_finite_cost_in_a_compiled_step_is_reported():
             keras.ops.convert_to_tensor(problems),
             ("{} are fine", "{} are bad"),
         )
+
+
+def meta_one_to_many(quality, valid, topk, threshold):
+    """Meta's `BinaryOneToManyMatcher` on a quality matrix, in numpy
+    (`np.quantile`'s default is `torch.quantile`'s linear interpolation):
+    `(B, Q, G)` bool matches."""
+    num_queries = quality.shape[1]
+    quantile = np.quantile(quality, 1 - topk / num_queries, axis=1, keepdims=True)
+    return (quality > quantile) & (quality > threshold) & valid[:, None, :]
+
+
+def one_to_many_cases():
+    rng = np.random.default_rng(1)
+    random = rng.uniform(size=(3, 16, 4))
+    tied = rng.integers(0, 4, size=(2, 12, 3)) / 4.0  # many equal qualities
+    valid = np.ones((3, 4), bool)
+    valid[1, 2:] = False  # padding
+    valid[2] = False  # a prompt without ground truth
+    return [
+        (random, valid, 4, 0.4),
+        (random, np.ones((3, 4), bool), 6, 0.0),
+        (tied, np.ones((2, 3), bool), 4, 0.2),
+        (random[:, :5], np.ones((3, 4), bool), 5, 0.3),  # topk = Q: above the minimum
+        (np.full((1, 8, 2), 0.9), np.ones((1, 2), bool), 3, 0.4),  # all tied: nothing above the quantile
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_one_to_many_matching_is_metas_inside_a_compiled_function(case):
+    quality, valid, topk, threshold = one_to_many_cases()[case]
+    expected = meta_one_to_many(quality, valid, topk, threshold)
+    fn = compiled(lambda q, v: one_to_many_match(q, v, topk, threshold))
+    index, matched = fn(keras.ops.convert_to_tensor(quality, "float32"), keras.ops.convert_to_tensor(valid, "float32"))
+    index, matched = keras.ops.convert_to_numpy(index), keras.ops.convert_to_numpy(matched)
+    assert index.shape == matched.shape == (quality.shape[0], quality.shape[2], topk)
+    result = np.zeros_like(expected)
+    for b, g, k in zip(*np.nonzero(matched)):
+        assert not result[b, index[b, g, k], g], "a pair returned twice"
+        result[b, index[b, g, k], g] = True
+    np.testing.assert_array_equal(result, expected)
+    if case == 0:
+        assert expected.sum() > 4 and expected[2].sum() == 0 and expected[1, :, 2:].sum() == 0
+
+
+def test_one_to_many_matching_refuses_more_picks_than_queries():
+    with pytest.raises(ValueError, match=r"1 <= topk <= 3 queries; got topk=4"):
+        one_to_many_match(keras.ops.zeros((1, 3, 2)), keras.ops.ones((1, 2)), 4, 0.4)
