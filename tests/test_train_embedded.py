@@ -27,6 +27,8 @@ def args(**overrides):
         negatives_after=2000,
         late_positive_weight=None,
         late_after=0,
+        o2m_weight=0.0,
+        o2m_topk=4,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -53,6 +55,16 @@ def test_meta_negatives_and_a_late_positive_weight():
     # Both changes at step 0: one phase with both.
     plan = tool.phases(args(negatives_after=0, late_positive_weight=3.0, late_after=0))
     assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [(0, True, 3.0)]
+
+
+def test_the_one_to_many_branch_reaches_every_phase():
+    tool = load_tool()
+    assert all(kw["o2m_weight"] == 0.0 for _, kw in tool.phases(args()))
+    plan = tool.phases(args(o2m_weight=2.0, o2m_topk=6))
+    assert len(plan) == 2 and all(kw["o2m_weight"] == 2.0 and kw["o2m_topk"] == 6 for _, kw in plan)
+    from keras_sam3.losses import SAM3Loss
+
+    assert SAM3Loss(**plan[-1][1]).o2m_weight == 2.0
 
 
 def test_architecture_knobs_default_to_the_shipped_model():

@@ -162,6 +162,8 @@ def phases(args):
         bbox_weight=args.bbox_weight,
         giou_weight=args.giou_weight,
         presence_weight=args.presence_weight,
+        o2m_weight=args.o2m_weight,
+        o2m_topk=args.o2m_topk,
     )
     changes = {0: {}}
     if not args.meta_negatives:
@@ -239,6 +241,16 @@ def main():
     parser.add_argument("--giou-weight", type=float, default=2.0, help="SAM3Loss' GIoU loss weight (Meta's 2)")
     parser.add_argument(
         "--presence-weight", type=float, default=20.0, help="SAM3Loss' presence BCE weight (Meta's 20)"
+    )
+    parser.add_argument(
+        "--o2m-weight",
+        type=float,
+        default=0.0,
+        help="SAM3Loss' weight of Meta's one-to-many (DAC) query branch (0: off, as the shipped runs; "
+        "Meta's configurations: 2)",
+    )
+    parser.add_argument(
+        "--o2m-topk", type=int, default=4, help="SAM3Loss' one-to-many picks per ground truth (Meta's 4)"
     )
     parser.add_argument(
         "--negative-rate", type=float, default=0.25, help="share of training prompts naming absent concepts (held-out sets: 0.25)"
