@@ -103,7 +103,10 @@ def test_hf_checkpoint_directory_is_converted_on_the_fly(hf_checkpoint):
     assert segmenter.segment(image, prompts="a", threshold=0.0)[0]["masks"].shape == (6, 30, 30)
 
 
-def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_checkpoint, tmp_path):
+def serve_checkpoint_as_hf_id(monkeypatch, checkpoint, download):
+    """`hf://` ids resolve to `checkpoint`, copied into `download` through
+    the patterns `snapshot_download` is given, as the hub client filters;
+    they hold no Keras preset. Returns the list of requested repository ids."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
     from huggingface_hub.errors import EntryNotFoundError
     from keras_hub.src.utils import preset_utils
@@ -112,19 +115,23 @@ def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_ch
         raise EntryNotFoundError(f"{filename} not in {repo_id}")
 
     snapshots = []
-    download = str(tmp_path / "snapshot")
 
     def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
-        # Only the files the patterns let through, as the hub client filters.
         snapshots.append(repo_id)
-        os.makedirs(download)
-        for name in os.listdir(hf_checkpoint):
+        os.makedirs(download, exist_ok=True)
+        for name in os.listdir(checkpoint):
             if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
-                shutil.copy(os.path.join(hf_checkpoint, name), download)
+                shutil.copy(os.path.join(checkpoint, name), download)
         return download
 
     monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", no_keras_files)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    return snapshots
+
+
+def test_hf_id_of_a_checkpoint_goes_through_snapshot_download(monkeypatch, hf_checkpoint, tmp_path):
+    download = str(tmp_path / "snapshot")
+    snapshots = serve_checkpoint_as_hf_id(monkeypatch, hf_checkpoint, download)
     segmenter = SAM3PromptableConceptImageSegmenter.from_preset("hf://facebook/sam3")
     assert snapshots == ["facebook/sam3"]
     assert sorted(os.listdir(download)) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
@@ -260,10 +267,6 @@ def test_preprocessor_from_a_hub_keras_preset_reads_no_weights(monkeypatch, kera
 
 
 def test_preprocessor_from_a_checkpoint_downloads_no_weights(monkeypatch, hf_checkpoint, tmp_path):
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-    from huggingface_hub.errors import EntryNotFoundError
-    from keras_hub.src.utils import preset_utils
-
     from keras_sam3 import SAM3PromptableConceptImageSegmenterPreprocessor as Preprocessor
     from keras_sam3 import SAM3Tokenizer
 
@@ -272,20 +275,8 @@ def test_preprocessor_from_a_checkpoint_downloads_no_weights(monkeypatch, hf_che
     resized = Preprocessor.from_preset(hf_checkpoint, image_size=224)  # converted at another size
     assert resized.image_converter.image_size == 224
 
-    def no_keras_files(repo_id, filename, **kwargs):
-        raise EntryNotFoundError(f"{filename} not in {repo_id}")
-
     download = str(tmp_path / "snapshot")
-
-    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
-        os.makedirs(download, exist_ok=True)
-        for name in os.listdir(hf_checkpoint):
-            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
-                shutil.copy(os.path.join(hf_checkpoint, name), download)
-        return download
-
-    monkeypatch.setattr(preset_utils.huggingface_hub, "hf_hub_download", no_keras_files)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    serve_checkpoint_as_hf_id(monkeypatch, hf_checkpoint, download)
     _assert_same_preprocessing(Preprocessor.from_preset("hf://facebook/sam3"), expected)
     assert sorted(os.listdir(download)) == ["config.json", "merges.txt", "vocab.json"]  # no safetensors
     assert SAM3Tokenizer.from_preset("hf://facebook/sam3").vocabulary == expected.tokenizer.vocabulary
