@@ -148,6 +148,11 @@ class SAM3Loss:
         o2m_matcher_on_aux: bool. Match the one-to-many queries of the
             earlier decoder layers one-to-many too (True), or one-to-one
             as Meta's configurations do (False). Defaults to `False`.
+        o2m_masks: bool. Mask losses on the one-to-many queries too, as
+            Meta's released model builder predicts their masks (its
+            configurations keep an unused `o2m_mask: false` from an earlier
+            version). False also spares the mask decoder their run.
+            Defaults to `True`.
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class SAM3Loss:
         o2m_threshold=0.4,
         o2m_topk=4,
         o2m_matcher_on_aux=False,
+        o2m_masks=True,
     ):
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         for name, value in self.config.items():
@@ -307,7 +313,7 @@ class SAM3Loss:
         positive = ops.max(pairs, axis=1)  # (B, Q)
         query_iou = ops.max(pairs * iou[..., None], axis=1)
         terms["class"] = self._class_term(logits, positive, query_iou, has_gt)
-        return terms, (flat_index, flat_matched)
+        return terms, (index, matched)
 
     def __call__(self, y_true, y_pred):
         return self.compute(y_true, y_pred)["total"]
@@ -399,15 +405,15 @@ class SAM3Loss:
         last = all_logits.shape[1] - 1
         totals = {"class": 0.0, "bbox": 0.0, "giou": 0.0}
         failed = []
-        mask_cost = None
+        mask_cost = None  # for the earlier layers' one-to-one matching
+        if "pred_masks_o2m" in y_pred and not self.o2m_matcher_on_aux and any(l != last for l in layers):
+            mask_cost = self._mask_cost(y_true, y_pred["pred_masks_o2m"])
         for layer in layers:
             if layer == last or self.o2m_matcher_on_aux:
                 terms, matches = self._one_to_many_terms(
                     all_logits[:, layer], all_boxes[:, layer], gt_xyxy, valid, has_gt, num_boxes
                 )
             else:
-                if mask_cost is None:
-                    mask_cost = self._mask_cost(y_true, y_pred["pred_masks_o2m"])
                 # No presence here: the one-to-many queries have none.
                 no_presence = ops.zeros_like(all_logits[:, layer, :1])
                 terms, _, layer_failed = self._layer_terms(
@@ -422,17 +428,23 @@ class SAM3Loss:
             "bbox_o2m": self.bbox_weight * totals["bbox"],
             "giou_o2m": self.giou_weight * totals["giou"],
         }
-        if mask_losses and "pred_masks_o2m" in y_pred:
-            index, matched = matches  # the last layer's, one-to-many
-            gt_masks = ops.repeat(self._gt_masks(y_true), self.o2m_topk, axis=1)
-            mask_valid = y_true.get("mask_valid")
-            if mask_valid is not None:
-                mask_valid = ops.repeat(ops.cast(mask_valid, "float32"), self.o2m_topk, axis=1)
-            instance = self._instance_mask_terms(
-                {"mask_valid": mask_valid} if mask_valid is not None else {},
-                y_pred["pred_masks_o2m"], gt_masks, index, matched, num_boxes,
-            )
-            weighted.update({f"{name}_o2m": value for name, value in instance.items()})
+        if mask_losses and self.o2m_masks:
+            if "pred_masks_o2m" not in y_pred:
+                raise ValueError(
+                    "SAM3Loss(o2m_masks=True) needs the one-to-many masks (pred_masks_o2m): build the "
+                    "model with SAM3Backbone.one_to_many_model(masks=True), or set o2m_masks=False."
+                )
+            index, matched = matches  # the last layer's, one-to-many: (B, G, k)
+            gt_masks = self._gt_masks(y_true)
+            weighted["mask_o2m"] = weighted["dice_o2m"] = 0.0
+            # One pick per ground truth at a time: the (B, G, Hm, Wm) targets
+            # are never repeated k times.
+            for pick in range(self.o2m_topk):
+                instance = self._instance_mask_terms(
+                    y_true, y_pred["pred_masks_o2m"], gt_masks, index[:, :, pick], matched[:, :, pick], num_boxes
+                )
+                weighted["mask_o2m"] = weighted["mask_o2m"] + instance["mask"]
+                weighted["dice_o2m"] = weighted["dice_o2m"] + instance["dice"]
         return {name: self.o2m_weight * value for name, value in weighted.items()}, failed
 
     def _mask_cost(self, y_true, pred_masks):

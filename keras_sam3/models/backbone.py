@@ -31,8 +31,8 @@ _COMPONENTS = (
 # convolutions of FPN levels 0 and 1 (they run before any prompt).
 IMAGE_LEVELS = ("fpn_hidden_states_2",)
 # What `prompt_head(..., one_to_many=True)` adds: the one-to-many queries'
-# per-layer logits `(B, L, Q)` and xyxy boxes `(B, L, Q, 4)`, and their masks
-# `(B, Q, h, w)`.
+# per-layer logits `(B, L, Q)` and xyxy boxes `(B, L, Q, 4)`, and (unless
+# `one_to_many_masks=False`) their masks `(B, Q, h, w)`.
 ONE_TO_MANY_OUTPUTS = ("all_pred_logits_o2m", "all_pred_boxes_o2m", "pred_masks_o2m")
 ENCODED_TOKENS = "detr_encoder_image_tokens"
 CONVOLVED_SKIPS = ("mask_decoder_convolved_skip_0", "mask_decoder_convolved_skip_1")
@@ -82,6 +82,7 @@ def prompt_head(
     encoded_tokens=None,
     convolved_skips=None,
     one_to_many=False,
+    one_to_many_masks=True,
 ):
     """Everything after the encoders: prompt assembly, DETR, scoring, masks.
 
@@ -100,6 +101,8 @@ def prompt_head(
         one_to_many: bool. Also run the queries of Meta's one-to-many (DAC)
             training branch (`SAM3DetrDecoder(self_attention=False)`) and
             add their `ONE_TO_MANY_OUTPUTS`.
+        one_to_many_masks: bool. With `one_to_many`, also their masks
+            (`pred_masks_o2m`, as Meta's model predicts them).
 
     Returns:
         The backbone's output dict.
@@ -125,21 +128,24 @@ def prompt_head(
     # (B, N, D) -> (B, H, W, D): the grid travels with the tensor.
     memory = ops.reshape(memory, (-1, height, width, dim))
     decoded = components.detr_decoder(memory, position, prompt, prompt_mask, training=training)
-    logits = components.scoring(decoded["queries"], prompt, prompt_mask, training=training)
+    queries = decoded["queries"]  # (B, L, Q, D)
+    num_queries = queries.shape[2]
+    if one_to_many:
+        many = components.detr_decoder(
+            memory, position, prompt, prompt_mask, training=training, self_attention=False
+        )
+        # Scored and (with `one_to_many_masks`) masked in one run with the
+        # one-to-one queries, as Meta's model does: each query's score and
+        # mask read the prompt and the pixels, never another query.
+        queries = ops.concatenate([queries, many["queries"]], axis=2)  # (B, L, 2Q, D)
+    all_logits = components.scoring(queries, prompt, prompt_mask, training=training)
+    logits = all_logits[:, :, :num_queries] if one_to_many else all_logits
     boxes_xyxy = box_cxcywh_to_xyxy(decoded["boxes"])
     if convolved_skips is None:
         skips = [vision["fpn_hidden_states_0"], vision["fpn_hidden_states_1"]]
     else:
         skips = list(convolved_skips)
-    mask_queries = decoded["queries"][:, -1]  # (B, Q, D)
-    num_queries = mask_queries.shape[1]
-    if one_to_many:
-        many = components.detr_decoder(
-            memory, position, prompt, prompt_mask, training=training, self_attention=False
-        )
-        # One mask decoder run for both query sets: a query's mask reads the
-        # pixel decoder's output, never another query. (B, 2Q, D)
-        mask_queries = ops.concatenate([mask_queries, many["queries"][:, -1]], axis=1)
+    mask_queries = queries[:, -1] if one_to_many_masks or not one_to_many else queries[:, -1, :num_queries]
     masks = components.mask_decoder(
         mask_queries,
         memory,
@@ -149,18 +155,21 @@ def prompt_head(
         training=training,
         skips_convolved=convolved_skips is not None,
     )
+    pred_masks = masks["pred_masks"]
     outputs = {}
     if one_to_many:
         outputs = {
-            "all_pred_logits_o2m": components.scoring(many["queries"], prompt, prompt_mask, training=training),
+            "all_pred_logits_o2m": all_logits[:, :, num_queries:],
             "all_pred_boxes_o2m": box_cxcywh_to_xyxy(many["boxes"]),
-            "pred_masks_o2m": masks["pred_masks"][:, num_queries:],
         }
+        if one_to_many_masks:
+            outputs["pred_masks_o2m"] = pred_masks[:, num_queries:]
+            pred_masks = pred_masks[:, :num_queries]
     return {
         **outputs,
         "pred_logits": logits[:, -1],
         "pred_boxes": boxes_xyxy[:, -1],
-        "pred_masks": masks["pred_masks"][:, :num_queries],
+        "pred_masks": pred_masks,
         "presence_logits": decoded["presence_logits"][:, -1],
         "semantic_seg": masks["semantic_seg"],
         "all_pred_logits": logits,
@@ -239,7 +248,7 @@ class SAM3Backbone(Backbone):
         # === Config ===
         self.image_size = image_size
 
-    def _graph_outputs(self, inputs, one_to_many=False):
+    def _graph_outputs(self, inputs, one_to_many=False, one_to_many_masks=True):
         vision = self.vision_encoder(inputs["images"])
         text = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
         return prompt_head(
@@ -250,13 +259,16 @@ class SAM3Backbone(Backbone):
             inputs["boxes"],
             inputs["box_labels"],
             one_to_many=one_to_many,
+            one_to_many_masks=one_to_many_masks,
         )
 
-    def one_to_many_model(self):
+    def one_to_many_model(self, masks=True):
         """A `keras.Model` on the backbone's inputs and weights whose outputs
-        add Meta's one-to-many (DAC) queries (`ONE_TO_MANY_OUTPUTS`) to the
-        backbone's: what training with `SAM3Loss(o2m_weight=...)` runs."""
-        return keras.Model(self.input, self._graph_outputs(self.input, one_to_many=True), name="sam3_one_to_many")
+        add Meta's one-to-many (DAC) queries (`ONE_TO_MANY_OUTPUTS`; their
+        masks unless `masks=False`) to the backbone's: what training with
+        `SAM3Loss(o2m_weight=...)` runs."""
+        outputs = self._graph_outputs(self.input, one_to_many=True, one_to_many_masks=masks)
+        return keras.Model(self.input, outputs, name="sam3_one_to_many")
 
     def freeze_unread_levels(self):
         """Neck levels past the third feed nothing here (the reference computes

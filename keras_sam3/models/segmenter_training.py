@@ -60,7 +60,7 @@ class SAM3SegmenterTraining:
         # (`call`), on the backbone's weights.
         self._one_to_many_model = None
         if self._sam3_loss is not None and self._sam3_loss.o2m_weight > 0:
-            self._one_to_many_model = self.backbone.one_to_many_model()
+            self._one_to_many_model = self.backbone.one_to_many_model(masks=self._sam3_loss.o2m_masks)
         if self._sam3_loss is not None and keras.backend.backend() == "tensorflow":
             jit_compile = False
         super().compile(

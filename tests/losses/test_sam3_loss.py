@@ -389,3 +389,18 @@ def test_one_to_many_earlier_layers_are_matched_one_to_one_as_metas_configuratio
         expected = float(first_terms[name]) + float(last[f"{name}_o2m"])
         assert float(both[f"{name}_o2m"]) == pytest.approx(expected, rel=1e-5), name
     assert float(first_terms["bbox"]) != pytest.approx(float(last["bbox_o2m"]), rel=1e-2)
+
+
+def test_one_to_many_masks_can_be_left_out():
+    y_true, y_pred = one_to_many_prompt()
+    with_masks = SAM3Loss(pad_num_queries=4, o2m_weight=2.0, o2m_topk=2).compute(to_tensors(y_true), to_tensors(y_pred))
+    del y_pred["pred_masks_o2m"]
+    with pytest.raises(ValueError, match=r"o2m_masks=True\) needs the one-to-many masks"):
+        SAM3Loss(o2m_weight=2.0).compute(to_tensors(y_true), to_tensors(y_pred))
+    without = SAM3Loss(pad_num_queries=4, o2m_weight=2.0, o2m_topk=2, o2m_masks=False).compute(
+        to_tensors(y_true), to_tensors(y_pred)
+    )
+    assert set(with_masks) - set(without) == {"mask_o2m", "dice_o2m"}
+    for name, value in without.items():
+        if name != "total":
+            assert float(value) == pytest.approx(float(with_masks[name]), rel=1e-6), name

@@ -116,3 +116,35 @@ def test_runs_in_bfloat16(dtype):
     out = tiny_backbone(dtype=dtype).predict_on_batch(tiny_inputs())
     for name, value in out.items():
         assert np.all(np.isfinite(np.asarray(value, "float32"))), name
+
+
+@pytest.mark.parametrize("masks", [True, False])
+def test_one_to_many_model_adds_metas_dac_queries_and_leaves_the_rest(masks):
+    """`one_to_many_model()`: the backbone's outputs unchanged, plus the
+    one-to-many queries' logits and boxes per layer (and masks), which are
+    the decoder's `self_attention=False` pass scored and masked alike."""
+    from keras_sam3.models.backbone import box_cxcywh_to_xyxy
+
+    backbone = tiny_backbone()
+    inputs = tiny_inputs(num_boxes=2)
+    plain = backbone.predict_on_batch(inputs)
+    model = backbone.one_to_many_model(masks=masks)
+    assert len(model.weights) == len(backbone.weights)
+    out = model.predict_on_batch(inputs)
+    o2m = {"all_pred_logits_o2m": (2, 2, 5), "all_pred_boxes_o2m": (2, 2, 5, 4)}
+    if masks:
+        o2m["pred_masks_o2m"] = (2, 5, 32, 32)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {**EXPECTED_SHAPES, **o2m}
+    for key, value in plain.items():
+        np.testing.assert_allclose(out[key], value, atol=1e-5, err_msg=key)
+    # The one-to-many boxes are the decoder's pass without self-attention,
+    # on the inputs the backbone's graph gives the decoder.
+    decoder_inputs = keras.Model(
+        backbone.input,
+        [node.input_tensors for node in backbone.detr_decoder._inbound_nodes][0],
+    ).predict_on_batch(inputs)
+    many = backbone.detr_decoder(*decoder_inputs, self_attention=False)
+    np.testing.assert_allclose(
+        out["all_pred_boxes_o2m"], keras.ops.convert_to_numpy(box_cxcywh_to_xyxy(many["boxes"])), atol=1e-5
+    )
+    assert np.abs(out["all_pred_logits_o2m"] - out["all_pred_logits"]).max() > 1e-3

@@ -359,3 +359,8 @@ def test_one_to_many_branch_trains_and_leaves_inference_and_evaluation_alone(tmp
     a, b = restored(x, training=False), segmenter(x, training=False)
     np.testing.assert_allclose(ops.convert_to_numpy(a["scores"]), ops.convert_to_numpy(b["scores"]), atol=1e-6)
     restored.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    # Without the one-to-many masks the mask decoder runs on the one-to-one queries alone.
+    restored.compile(optimizer="adam", loss=SAM3Loss(pad_num_queries=5, o2m_weight=2.0, o2m_masks=False))
+    outputs = restored(x, training=True)
+    assert "all_pred_logits_o2m" in outputs and "pred_masks_o2m" not in outputs
+    assert outputs["pred_masks"].shape[1] == outputs["pred_logits"].shape[1]
