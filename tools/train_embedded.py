@@ -275,6 +275,13 @@ def main():
         help="share of training prompts naming a colour alone, \"red\" (ShapesGenerator's color_prompt_rate): "
         "without them the fusion learned to answer from shape and size only (docs/training.md)",
     )
+    parser.add_argument(
+        "--prompts-per-image",
+        type=int,
+        default=1,
+        help="prompts drawn on each training scene, consecutive in a batch (SyntheticShapesDataset's "
+        "prompts_per_image; must divide --batch-size): the same pixels answered differently by the text",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
@@ -282,6 +289,8 @@ def main():
     args = parser.parse_args()
     if args.max_steps < 1 or (args.stop_after is not None and args.stop_after < 1):
         parser.error("--max-steps and --stop-after must be at least 1")
+    if args.prompts_per_image < 1 or args.batch_size % args.prompts_per_image:
+        parser.error("--prompts-per-image must be at least 1 and divide --batch-size")
     if args.seed in EVALUATION_SEEDS:
         # Batch 0 of SyntheticShapesDataset(seed=s) is ShapesGenerator(seed=s)'s
         # first samples (numpy seeds (s, 0) as s).
@@ -345,6 +354,7 @@ def main():
             hard_negative_rate=args.hard_negative_rate,
             distractor_rate=args.distractor_rate,
             color_prompt_rate=args.color_prompt_rate,
+            prompts_per_image=args.prompts_per_image,
         )
         # In order: batch `offset + k` is step `k`, so a cut run has used the
         # first batches of its range and `--data-offset` resumes after them
@@ -372,6 +382,7 @@ def main():
         "hard_negative_rate": args.hard_negative_rate,
         "distractor_rate": args.distractor_rate,
         "color_prompt_rate": args.color_prompt_rate,
+        "prompts_per_image": args.prompts_per_image,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in ran],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},

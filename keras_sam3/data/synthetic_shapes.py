@@ -226,8 +226,32 @@ class ShapesGenerator:
 
     def sample(self):
         """One (scene, prompt) pair with every matching instance."""
+        return self.scene_samples(1)[0]
+
+    def scene_samples(self, count):
+        """`count` samples on one scene, each with its own prompt.
+
+        The prompts are drawn as `sample()` draws one, each drawn again (up
+        to 20 times) while it repeats an earlier one of the scene. Several
+        prompts on one image are a contrast a single pair lacks: the same
+        pixels, answered differently by the text. `scene_samples(1)` is
+        `sample()`.
+        """
+        if count < 1:
+            raise ValueError(f"`count` must be at least 1; got {count}.")
         image, objects = self.scene()
-        concept = self.concept(objects)
+        samples, phrases = [], set()
+        for _ in range(count):
+            concept = self.concept(objects)
+            for _ in range(20):
+                if phrase(concept) not in phrases:
+                    break
+                concept = self.concept(objects)
+            phrases.add(phrase(concept))
+            samples.append(self._answer(image, objects, concept))
+        return samples
+
+    def _answer(self, image, objects, concept):
         found = [o for o in objects if matches(o, concept)]
         boxes, masks = [], []
         for obj in found:
@@ -275,6 +299,12 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         steps: int. Batches per epoch. Defaults to `100`.
         seed: int. Defaults to `0`.
         offset: int. Index of the first batch in the stream. Defaults to `0`.
+        prompts_per_image: int. Prompts drawn on each scene
+            (`ShapesGenerator.scene_samples`): a batch holds
+            `batch_size / prompts_per_image` scenes, each image repeated
+            for its prompts, which are consecutive. A training option: at
+            `1` (the default) the stream is the one held-out sets are drawn
+            from. Defaults to `1`.
         workers, use_multiprocessing, max_queue_size: `keras.utils.PyDataset`'s.
         **generator_kwargs: passed to `ShapesGenerator`.
     """
@@ -286,6 +316,7 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         steps=100,
         seed=0,
         offset=0,
+        prompts_per_image=1,
         workers=1,
         use_multiprocessing=False,
         max_queue_size=10,
@@ -293,6 +324,12 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         ShapesGenerator(**generator_kwargs)  # unknown arguments fail here, not at the first batch
+        if prompts_per_image < 1 or batch_size % prompts_per_image:
+            raise ValueError(
+                f"`prompts_per_image` must be at least 1 and divide `batch_size` ({batch_size}); "
+                f"got {prompts_per_image}."
+            )
+        self.prompts_per_image = prompts_per_image
         self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.steps = steps
@@ -306,5 +343,6 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         generator = ShapesGenerator(seed=(self.seed, self.offset + index), **self.generator_kwargs)
-        samples = [generator.sample() for _ in range(self.batch_size)]
+        per_image = self.prompts_per_image
+        samples = [s for _ in range(self.batch_size // per_image) for s in generator.scene_samples(per_image)]
         return collate(samples, self.preprocessor, self.max_objects)

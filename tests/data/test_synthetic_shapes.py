@@ -159,3 +159,41 @@ def test_colour_prompts_name_a_colour_alone_with_every_object_of_it():
     assert plain["prompt"] == off["prompt"]
     with pytest.raises(ValueError, match="color_prompt_rate"):
         ShapesGenerator(color_prompt_rate=2.0)
+
+
+def test_several_prompts_on_one_scene_each_with_its_own_answer():
+    generator = ShapesGenerator(image_size=64, seed=3, distractor_rate=0.5, color_prompt_rate=0.25)
+    for _ in range(20):
+        samples = generator.scene_samples(4)
+        assert len(samples) == 4
+        for s in samples[1:]:
+            np.testing.assert_array_equal(s["image"], samples[0]["image"])
+            assert s["objects"] == samples[0]["objects"]
+        for s in samples:  # each answer is its own prompt's
+            assert len(s["boxes"]) == sum(matches(o, s["concept"]) for o in s["objects"])
+    # One prompt per scene is the stream `sample()` draws (the held-out sets').
+    a, b = ShapesGenerator(image_size=64, seed=9), ShapesGenerator(image_size=64, seed=9)
+    for _ in range(10):
+        one, other = a.sample(), b.scene_samples(1)[0]
+        assert one["prompt"] == other["prompt"]
+        np.testing.assert_array_equal(one["image"], other["image"])
+    with pytest.raises(ValueError, match="count"):
+        generator.scene_samples(0)
+
+
+def test_prompts_per_image_batches_consecutive_prompts_on_shared_scenes():
+    preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(shapes_tokenizer(), SAM3ImageConverter(64))
+    data = SyntheticShapesDataset(preprocessor, batch_size=6, steps=3, seed=5, image_size=64, prompts_per_image=3)
+    x, y = data[1]
+    images = x["images"]
+    assert images.shape == (6, 64, 64, 3) and y["masks"].shape[0] == 6
+    np.testing.assert_array_equal(images[0], images[2])
+    np.testing.assert_array_equal(images[3], images[5])
+    assert not np.array_equal(images[0], images[3])
+    # Distinct prompts on a scene (while it has that many concepts to name).
+    assert len({tuple(t) for t in x["token_ids"][:3]}) == 3
+    # The default is the one-prompt stream.
+    plain = SyntheticShapesDataset(preprocessor, batch_size=6, steps=3, seed=5, image_size=64)
+    assert not np.array_equal(plain[1][0]["images"][0], plain[1][0]["images"][1])
+    with pytest.raises(ValueError, match="prompts_per_image"):
+        SyntheticShapesDataset(preprocessor, batch_size=6, image_size=64, prompts_per_image=4)
