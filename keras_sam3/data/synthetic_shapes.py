@@ -268,9 +268,16 @@ class ShapesGenerator:
         }
 
 
-def collate(samples, preprocessor, max_objects):
-    """Samples -> `(x, y)`: model inputs and padded training targets."""
+def collate(samples, preprocessor, max_objects, prompts_per_image=1):
+    """Samples -> `(x, y)`: model inputs and padded training targets.
+
+    With `prompts_per_image` K > 1, samples `K i` to `K i + K - 1` share a
+    scene, and `x["images"]` holds each scene once: `(B / K, S, S, 3)`
+    beside `B` prompts, which the model encodes once for its K prompts.
+    """
     x, _ = preprocessor([s["image"] for s in samples], [s["prompt"] for s in samples])
+    if prompts_per_image > 1:
+        x["images"] = x["images"][::prompts_per_image]
     size = samples[0]["image"].shape[0]
     batch = len(samples)
     boxes = np.zeros((batch, max_objects, 4), "float32")
@@ -301,9 +308,11 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         offset: int. Index of the first batch in the stream. Defaults to `0`.
         prompts_per_image: int. Prompts drawn on each scene
             (`ShapesGenerator.scene_samples`): a batch holds
-            `batch_size / prompts_per_image` scenes, each image repeated
-            for its prompts, which are consecutive. A training option: at
-            `1` (the default) the stream is the one held-out sets are drawn
+            `batch_size / prompts_per_image` scenes, each image once
+            (`x["images"]` has that batch size) and its prompts consecutive
+            (`batch_size` of them), so that the model encodes each image
+            once for its prompts (`SAM3Backbone`). A training option: at `1`
+            (the default) the stream is the one held-out sets are drawn
             from. Defaults to `1`.
         workers, use_multiprocessing, max_queue_size: `keras.utils.PyDataset`'s.
         **generator_kwargs: passed to `ShapesGenerator`.
@@ -345,4 +354,4 @@ class SyntheticShapesDataset(keras.utils.PyDataset):
         generator = ShapesGenerator(seed=(self.seed, self.offset + index), **self.generator_kwargs)
         per_image = self.prompts_per_image
         samples = [s for _ in range(self.batch_size // per_image) for s in generator.scene_samples(per_image)]
-        return collate(samples, self.preprocessor, self.max_objects)
+        return collate(samples, self.preprocessor, self.max_objects, per_image)

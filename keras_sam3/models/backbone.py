@@ -38,6 +38,46 @@ ENCODED_TOKENS = "detr_encoder_image_tokens"
 CONVOLVED_SKIPS = ("mask_decoder_convolved_skip_0", "mask_decoder_convolved_skip_1")
 
 
+# The image features the prompt head reads per prompt (position encodings
+# are `(1, H, W, D)` and broadcast).
+PROMPTED_LEVELS = ("fpn_hidden_states_0", "fpn_hidden_states_1", "fpn_hidden_states_2")
+
+
+class ImagesForPrompts(keras.layers.Layer):
+    """Each image's features repeated for its prompts.
+
+    With `N` images and `N * K` prompts, prompts `K i` to `K i + K - 1` read
+    image `i`: `(N, ...)` becomes `(N * K, ...)`, and in training the
+    gradients of the `K` copies add up in the image's. With as many images
+    as prompts it returns the features as they are.
+    """
+
+    def call(self, features, prompts):
+        images, count = ops.shape(features)[0], ops.shape(prompts)[0]
+        problem = (
+            "each image needs the same number of prompts (consecutive in the batch), "
+            "or give one image per prompt"
+        )
+        if isinstance(images, int) and isinstance(count, int):
+            if images == count:
+                return features
+            if images == 0 or count % images:
+                raise ValueError(f"{count} prompts on {images} images: {problem}.")
+        elif keras.backend.backend() == "tensorflow":
+            # A batch size unknown when traced (`predict` and `evaluate` on
+            # TensorFlow): checked when it runs.
+            import tensorflow as tf
+
+            with tf.control_dependencies(
+                [tf.debugging.assert_equal(tf.math.floormod(count, tf.maximum(images, 1)), 0, message=problem)]
+            ):
+                features = tf.identity(features)
+        return ops.repeat(features, count // images, axis=0)
+
+    def compute_output_shape(self, features_shape, prompts_shape):
+        return (prompts_shape[0], *features_shape[1:])
+
+
 def _level2_tokens(vision):
     """FPN level 2 and its position encoding as token sequences."""
     height, width, dim = vision["fpn_hidden_states_2"].shape[1:]
@@ -231,6 +271,7 @@ class SAM3Backbone(Backbone):
         self.detr_decoder = detr_decoder
         self.scoring = scoring
         self.mask_decoder = mask_decoder
+        self.images_for_prompts = ImagesForPrompts(name="images_for_prompts")
         self.freeze_unread_levels()
 
         # === Functional model ===
@@ -249,7 +290,10 @@ class SAM3Backbone(Backbone):
         self.image_size = image_size
 
     def _graph_outputs(self, inputs, one_to_many=False, one_to_many_masks=True):
-        vision = self.vision_encoder(inputs["images"])
+        vision = dict(self.vision_encoder(inputs["images"]))
+        # Fewer images than prompts: each image encoded once for its prompts.
+        for k in PROMPTED_LEVELS:
+            vision[k] = self.images_for_prompts(vision[k], inputs["token_ids"])
         text = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
         return prompt_head(
             self,

@@ -185,11 +185,14 @@ def test_prompts_per_image_batches_consecutive_prompts_on_shared_scenes():
     preprocessor = SAM3PromptableConceptImageSegmenterPreprocessor(shapes_tokenizer(), SAM3ImageConverter(64))
     data = SyntheticShapesDataset(preprocessor, batch_size=6, steps=3, seed=5, image_size=64, prompts_per_image=3)
     x, y = data[1]
-    images = x["images"]
-    assert images.shape == (6, 64, 64, 3) and y["masks"].shape[0] == 6
-    np.testing.assert_array_equal(images[0], images[2])
-    np.testing.assert_array_equal(images[3], images[5])
-    assert not np.array_equal(images[0], images[3])
+    # Each scene's image once, beside its three prompts and their targets.
+    assert x["images"].shape == (2, 64, 64, 3)
+    assert x["token_ids"].shape[0] == 6 and y["masks"].shape[0] == 6
+    generator = ShapesGenerator(image_size=64, seed=(5, 1))
+    scenes = [generator.scene_samples(3) for _ in range(2)]
+    expected, _ = preprocessor([s[0]["image"] for s in scenes], ["circle", "circle"])
+    np.testing.assert_array_equal(x["images"], expected["images"])
+    assert not np.array_equal(x["images"][0], x["images"][1])
     # Distinct prompts on a scene (while it has that many concepts to name).
     assert len({tuple(t) for t in x["token_ids"][:3]}) == 3
     # The default is the one-prompt stream.

@@ -148,3 +148,21 @@ def test_one_to_many_model_adds_metas_dac_queries_and_leaves_the_rest(masks):
         out["all_pred_boxes_o2m"], keras.ops.convert_to_numpy(box_cxcywh_to_xyxy(many["boxes"])), atol=1e-5
     )
     assert np.abs(out["all_pred_logits_o2m"] - out["all_pred_logits"]).max() > 1e-3
+
+
+def test_fewer_images_than_prompts_encodes_each_image_once_for_its_prompts():
+    """Images `(N, ...)` with `N * K` prompts: prompts `K i .. K i + K - 1`
+    read image `i`, with the outputs of each prompt beside its own copy."""
+    backbone = tiny_backbone()
+    inputs = tiny_inputs(batch=4, num_boxes=2, seed=3)
+    inputs["images"] = inputs["images"][[0, 0, 1, 1]]
+    inputs["padding_mask"][1, 3:] = 0  # another prompt on the same image
+    full = backbone.predict_on_batch(inputs)
+    shared = backbone.predict_on_batch({**inputs, "images": inputs["images"][::2]})
+    assert {k: tuple(v.shape) for k, v in shared.items()} == {k: tuple(v.shape) for k, v in full.items()}
+    for key, value in full.items():
+        np.testing.assert_allclose(shared[key], value, atol=1e-5, err_msg=key)
+    assert np.abs(full["pred_logits"][0] - full["pred_logits"][1]).max() > 1e-3  # the prompts differ
+    # Traced with an unknown batch size (TensorFlow), the check runs in the graph.
+    with pytest.raises(Exception, match="each image needs the same number of prompts"):
+        backbone.predict_on_batch({k: v[:3] for k, v in inputs.items()} | {"images": inputs["images"][:2]})

@@ -364,3 +364,36 @@ def test_one_to_many_branch_trains_and_leaves_inference_and_evaluation_alone(tmp
     outputs = restored(x, training=True)
     assert "all_pred_logits_o2m" in outputs and "pred_masks_o2m" not in outputs
     assert outputs["pred_masks"].shape[1] == outputs["pred_logits"].shape[1]
+
+
+def test_several_prompts_per_image_train_as_one_copy_per_prompt():
+    """Images `(N, ...)` beside `N * K` prompts (each image encoded once):
+    the loss and every gradient of the batch with each image repeated for
+    its prompts, and `fit` streams such batches."""
+    from keras_sam3.data.synthetic_shapes import SyntheticShapesDataset
+
+    segmenter = training_segmenter()
+    compile_for_test(segmenter)
+    generator = ShapesGenerator(image_size=IMAGE_SIZE, seed=4)
+    samples = generator.scene_samples(3) + generator.scene_samples(3)
+    x, y = collate(samples, segmenter.preprocessor, max_objects=4)
+    shared, y_shared = collate(samples, segmenter.preprocessor, max_objects=4, prompts_per_image=3)
+    assert shared["images"].shape[0] == 2 and shared["token_ids"].shape[0] == 6
+    np.testing.assert_allclose(loss_value(segmenter, shared, y_shared), loss_value(segmenter, x, y), rtol=1e-5)
+    # Dropout off for the gradients: its draws would differ between the two calls.
+    dropouts = [layer for layer in segmenter._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts
+    for layer in dropouts:
+        layer.rate = 0.0
+    grads, expected = gradients(segmenter, shared, y_shared), gradients(segmenter, x, y)
+    scale = max(np.abs(g).max() for g in expected)
+    for a, b in zip(grads, expected):
+        # Summed in another order: float rounding apart.
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6 * scale)
+    data = SyntheticShapesDataset(
+        segmenter.preprocessor, batch_size=6, steps=2, seed=1, image_size=IMAGE_SIZE, prompts_per_image=3
+    )
+    before = [np.array(v) for v in segmenter.trainable_variables]
+    history = segmenter.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert any(not np.allclose(a, np.array(v)) for a, v in zip(before, segmenter.trainable_variables))
