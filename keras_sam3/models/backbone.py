@@ -271,7 +271,10 @@ class SAM3Backbone(Backbone):
         self.detr_decoder = detr_decoder
         self.scoring = scoring
         self.mask_decoder = mask_decoder
-        self.images_for_prompts = ImagesForPrompts(name="images_for_prompts")
+        # No casting: the features pass in the vision encoder's dtype.
+        self.images_for_prompts = ImagesForPrompts(
+            name="images_for_prompts", dtype=vision_encoder.dtype_policy, autocast=False
+        )
         self.freeze_unread_levels()
 
         # === Functional model ===
