@@ -229,7 +229,9 @@ class SAM3Backbone(Backbone):
     mask decoder.
 
     Inputs (a dict):
-        images: `(B, S, S, 3)` float in [-1, 1].
+        images: `(B, S, S, 3)` float in [-1, 1]; or `(N, S, S, 3)` with
+            `B = N * K` prompts, each image's `K` prompts consecutive: the
+            image encoder then runs once per image (`ImagesForPrompts`).
         token_ids: int `(B, T)`, `T` up to the text encoder's
             `max_sequence_length`; padding_mask: `(B, T)`, 1 on real tokens.
         boxes: `(B, Nb, 4)` normalized cxcywh (`Nb` may be 0).
