@@ -275,6 +275,15 @@ def collate(samples, preprocessor, max_objects, prompts_per_image=1):
     scene, and `x["images"]` holds each scene once: `(B / K, S, S, 3)`
     beside `B` prompts, which the model encodes once for its K prompts.
     """
+    if prompts_per_image > 1:
+        if len(samples) % prompts_per_image or any(
+            s["image"] is not samples[i - i % prompts_per_image]["image"] for i, s in enumerate(samples)
+        ):
+            raise ValueError(
+                f"`prompts_per_image={prompts_per_image}` needs the samples in groups of "
+                f"{prompts_per_image} on one scene (`ShapesGenerator.scene_samples`); got "
+                f"{len(samples)} samples that are not."
+            )
     x, _ = preprocessor([s["image"] for s in samples], [s["prompt"] for s in samples])
     if prompts_per_image > 1:
         x["images"] = x["images"][::prompts_per_image]

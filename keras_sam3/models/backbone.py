@@ -64,14 +64,23 @@ class ImagesForPrompts(keras.layers.Layer):
             if images == 0 or count % images:
                 raise ValueError(f"{count} prompts on {images} images: {problem}.")
         elif keras.backend.backend() == "tensorflow":
-            # A batch size unknown when traced (`predict` and `evaluate` on
-            # TensorFlow): checked when it runs.
+            # A batch size unknown when traced (TensorFlow retraced with
+            # `reduce_retracing`): checked when it runs, and no copy when
+            # the counts are equal.
             import tensorflow as tf
 
-            with tf.control_dependencies(
-                [tf.debugging.assert_equal(tf.math.floormod(count, tf.maximum(images, 1)), 0, message=problem)]
-            ):
-                features = tf.identity(features)
+            images = tf.cast(images, "int32")
+            count = tf.cast(count, "int32")
+            per_image = count // tf.maximum(images, 1)
+            fits = tf.logical_or(
+                tf.equal(images, count), tf.logical_and(images > 0, tf.equal(per_image * images, count))
+            )
+            with tf.control_dependencies([tf.debugging.assert_equal(fits, True, message=problem)]):
+                return tf.cond(
+                    tf.equal(images, count),
+                    lambda: tf.identity(features),
+                    lambda: tf.repeat(features, per_image, axis=0),
+                )
         return ops.repeat(features, count // images, axis=0)
 
     def compute_output_shape(self, features_shape, prompts_shape):

@@ -73,9 +73,12 @@ def gradients(model, x, y):
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         return [None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in grads]
+    for v in model.trainable_variables:
+        v.value.grad = None  # backward() adds to what an earlier call left
     loss = loss_fn(y, model(x, training=True))
     loss.backward()
-    return [v.value.grad.detach().cpu().numpy() for v in model.trainable_variables]
+    # Copies: the arrays would share memory with the next call's gradients.
+    return [None if v.value.grad is None else v.value.grad.detach().cpu().numpy().copy() for v in model.trainable_variables]
 
 
 def test_gradients_reach_every_trainable_variable():
@@ -378,6 +381,8 @@ def test_several_prompts_per_image_train_as_one_copy_per_prompt():
     samples = generator.scene_samples(3) + generator.scene_samples(3)
     x, y = collate(samples, segmenter.preprocessor, max_objects=4)
     shared, y_shared = collate(samples, segmenter.preprocessor, max_objects=4, prompts_per_image=3)
+    with pytest.raises(ValueError, match="groups of 3 on one scene"):
+        collate(samples[1:] + samples[:1], segmenter.preprocessor, max_objects=4, prompts_per_image=3)
     assert shared["images"].shape[0] == 2 and shared["token_ids"].shape[0] == 6
     np.testing.assert_allclose(loss_value(segmenter, shared, y_shared), loss_value(segmenter, x, y), rtol=1e-5)
     # Dropout off for the gradients: its draws would differ between the two calls.
