@@ -47,13 +47,15 @@ class ImagesForPrompts(keras.layers.Layer):
     """Each image's features repeated for its prompts.
 
     With `N` images and `N * K` prompts, prompts `K i` to `K i + K - 1` read
-    image `i`: `(N, ...)` becomes `(N * K, ...)`, and in training the
-    gradients of the `K` copies add up in the image's. With as many images
-    as prompts it returns the features as they are.
+    image `i`: each of the list's `(N, ...)` features becomes `(N * K, ...)`,
+    and in training the gradients of the `K` copies add up in the image's.
+    With as many images as prompts it returns the features as they are. The
+    counts are checked once for the whole list.
     """
 
     def call(self, features, prompts):
-        images, count = ops.shape(features)[0], ops.shape(prompts)[0]
+        features = list(features)
+        images, count = ops.shape(features[0])[0], ops.shape(prompts)[0]
         problem = (
             "each image needs the same number of prompts (consecutive in the batch), "
             "or give one image per prompt"
@@ -78,13 +80,13 @@ class ImagesForPrompts(keras.layers.Layer):
             with tf.control_dependencies([tf.debugging.assert_equal(fits, True, message=problem)]):
                 return tf.cond(
                     tf.equal(images, count),
-                    lambda: tf.identity(features),
-                    lambda: tf.repeat(features, per_image, axis=0),
+                    lambda: [tf.identity(f) for f in features],
+                    lambda: [tf.repeat(f, per_image, axis=0) for f in features],
                 )
-        return ops.repeat(features, count // images, axis=0)
+        return [ops.repeat(f, count // images, axis=0) for f in features]
 
     def compute_output_shape(self, features_shape, prompts_shape):
-        return (prompts_shape[0], *features_shape[1:])
+        return [(prompts_shape[0], *shape[1:]) for shape in features_shape]
 
 
 def _level2_tokens(vision):
@@ -306,8 +308,8 @@ class SAM3Backbone(Backbone):
     def _graph_outputs(self, inputs, one_to_many=False, one_to_many_masks=True):
         vision = dict(self.vision_encoder(inputs["images"]))
         # Fewer images than prompts: each image encoded once for its prompts.
-        for k in PROMPTED_LEVELS:
-            vision[k] = self.images_for_prompts(vision[k], inputs["token_ids"])
+        levels = self.images_for_prompts([vision[k] for k in PROMPTED_LEVELS], inputs["token_ids"])
+        vision.update(zip(PROMPTED_LEVELS, levels))
         text = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
         return prompt_head(
             self,
