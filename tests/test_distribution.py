@@ -19,7 +19,7 @@ def run_worker(distribution, devices=4):
     env = dict(os.environ)
     env.update(
         KERAS_BACKEND="jax",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip(),
         PYTHONPATH=ROOT,
         JAX_PLATFORMS="cpu",
     )

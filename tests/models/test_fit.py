@@ -61,11 +61,12 @@ def gradients(model, x, y):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
 
-        def f(values):
+        def f(values, x, y):
             y_pred, _ = model.stateless_call(values, non_trainable, x, training=True)
             return loss_fn(y, y_pred)
 
-        return [np.asarray(g) for g in jax.grad(f)(trainable)]
+        # Compiled: op-by-op (un-jitted) differentiation takes minutes on a CPU.
+        return [np.asarray(g) for g in jax.jit(jax.grad(f))(trainable, x, y)]
     if backend == "tensorflow":
         import tensorflow as tf
 
