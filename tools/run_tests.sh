@@ -12,9 +12,13 @@ cd "$(dirname "$0")/.."
 ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501)) || { echo "tools/run_tests.sh needs bash 5.1 or later (wait -n -p)"; exit 1; }
 
 backends=()
-while [ $# -gt 0 ] && [[ "$1" =~ ^(jax|tensorflow|torch)$ ]]; do backends+=("$1"); shift; done
+while [ $# -gt 0 ] && [[ "$1" =~ ^(jax|tensorflow|torch)$ ]]; do
+  [[ " ${backends[*]} " == *" $1 "* ]] || backends+=("$1")
+  shift
+done
 [ ${#backends[@]} -eq 0 ] && backends=(jax tensorflow torch)
-at_once=${TEST_JOBS:-$(nproc)}
+# (nproc would follow OMP_NUM_THREADS.)
+at_once=${TEST_JOBS:-$(python -c "import os; print(len(os.sched_getaffinity(0)))")}
 [[ "$at_once" =~ ^[1-9][0-9]*$ ]] || { echo "TEST_JOBS must be a positive integer, not '$at_once'"; exit 1; }
 
 # torch first and pinned: the CPU wheel. An unpinned torch pulls the CUDA stack.
@@ -26,8 +30,18 @@ ls .cache/wheels/open_clip_torch-3.3.0-*.whl >/dev/null 2>&1 ||
   python -m pip download -q --no-deps "open_clip_torch==3.3.0" -d .cache/wheels || exit 1
 
 logs=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$logs"' EXIT
 declare -A backend_of=()  # pid -> backend, for those running
+stop_running() {  # on exit, and when killed (a CI time limit): the unfinished suites' output so far
+  local pid
+  for pid in "${!backend_of[@]}"; do
+    echo "=== KERAS_BACKEND=${backend_of[$pid]}: stopped unfinished; its output so far ==="
+    tail -c 20000 "$logs/${backend_of[$pid]}.log"
+    kill -TERM -- "-$pid" "$pid" 2>/dev/null  # the suite's process group: pytest and its subprocesses
+  done
+  rm -rf "$logs"
+}
+trap stop_running EXIT
+trap 'trap "" TERM INT; exit 143' TERM INT  # a second signal must not cut the report short
 finish_one() {  # waits for whichever running backend ends first and prints its output
   local pid rc backend
   wait -n -p pid "${!backend_of[@]}"
@@ -46,7 +60,7 @@ started=$SECONDS
 for backend in "${backends[@]}"; do
   [ ${#backend_of[@]} -ge "$at_once" ] && finish_one
   echo "--- KERAS_BACKEND=$backend starts ($((SECONDS - started)) s in)"
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider tests "$@" >"$logs/$backend.log" 2>&1 &
+  KERAS_BACKEND=$backend setsid -w python -m pytest -q -p no:cacheprovider tests "$@" >"$logs/$backend.log" 2>&1 &
   backend_of[$!]=$backend
 done
 while [ ${#backend_of[@]} -gt 0 ]; do finish_one; done

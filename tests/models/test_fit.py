@@ -65,8 +65,12 @@ def gradients(model, x, y):
             y_pred, _ = model.stateless_call(values, non_trainable, x, training=True)
             return loss_fn(y, y_pred)
 
+        from keras_sam3.ops.matching import raise_host_errors
+
         # Compiled: op-by-op (un-jitted) differentiation takes minutes on a CPU.
-        return [np.asarray(g) for g in jax.jit(jax.grad(f))(trainable, x, y)]
+        grads = [np.asarray(g) for g in jax.jit(jax.grad(f))(trainable, x, y)]
+        raise_host_errors()  # compiled, the matching reports its errors from a host call
+        return grads
     if backend == "tensorflow":
         import tensorflow as tf
 
