@@ -43,7 +43,9 @@ def test_the_examples_are_found():
 
 @pytest.mark.parametrize("test", EXAMPLES, ids=[t.name for t in EXAMPLES])
 def test_docstring_example(test):
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    # verbose=False: left at None, doctest turns verbose when "-v" is in sys.argv
+    # (pytest -v) and its "Trying:" lines would fail the test.
+    runner = doctest.DocTestRunner(verbose=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     keras.utils.set_random_seed(0)
     result = runner.run(test, out=lambda text: pytest.fail(text, pytrace=False))
     assert result.failed == 0 and result.attempted == len(test.examples)
