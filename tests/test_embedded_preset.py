@@ -55,6 +55,17 @@ def test_held_out_figures_reproduce():
         # at a threshold; the figures agree to well within 0.01.
         assert abs(result[name] - recorded[name]) <= 0.01, (name, result[name], recorded[name])
     assert recorded["cgF1"] >= 0.6 and recorded["mIoU"] >= 0.75, recorded
+    # The score's two factors, split by prompts with and without objects.
+    parts, counts = result["score_parts"], result["image_counts"]
+    assert parts["present"]["prompts"] == counts["tp"] + counts["fn"]
+    assert parts["absent"]["prompts"] == counts["fp"] + counts["tn"]
+    for kind in ("present", "absent"):
+        for name in ("presence", "best_query", "best_score"):
+            quartiles = parts[kind][name]
+            assert 0.0 <= quartiles[0] <= quartiles[1] <= quartiles[2] <= 1.0, (kind, name, quartiles)
+        assert parts[kind]["best_score"][1] <= min(parts[kind]["presence"][1], parts[kind]["best_query"][1]) + 1e-4
+    # The shipped model has learned presence (IL_MCC 0.97): the medians are far apart.
+    assert parts["present"]["presence"][1] > 0.9 > 0.1 > parts["absent"]["presence"][1], parts
 
 
 def test_absent_concepts_are_counted_by_what_separates_them():

@@ -17,6 +17,12 @@ instance anyway, by what separates them from the closest object in the
 scene: `color` ("blue triangle" beside a red triangle), `size`, `shape`
 (ties between objects go in that order), or `more` (two attributes or
 more).
+
+`score_parts` splits the score into its two factors, for prompts with
+objects (`present`) and without (`absent`): the quartiles of the presence
+probability `sigmoid(presence)`, of the best query's `sigmoid(logit)` and
+of the best score (their product). A model that has not learned presence
+yet has the same quartiles in both rows (docs/training.md).
 """
 
 import argparse
@@ -27,9 +33,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
+
 from keras_sam3 import SAM3PromptableConceptImageSegmenter  # noqa: E402
 from keras_sam3.data.synthetic_shapes import ShapesGenerator  # noqa: E402
 from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
+from keras_sam3.ops.masks import post_process_instances  # noqa: E402
 
 
 def nearest_difference(concept, objects):
@@ -47,12 +56,22 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
     evaluator = ConceptSegmentationEvaluator()
     # kind -> [answered, prompts]
     absent = {kind: [0, 0] for kind in ("color", "shape", "size", "more")}
+    # present / absent -> rows of (presence, best query, best score)
+    parts = {"present": [], "absent": []}
     done = 0
     while done < samples:
         batch = [generator.sample() for _ in range(min(batch_size, samples - done))]
+        # What `segment()` runs, with the raw outputs kept for `score_parts`.
         # Meta's post-processing keeps scores > 0.3; the evaluator gates at >= 0.5.
-        results = segmenter.segment([s["image"] for s in batch], [s["prompt"] for s in batch], threshold=0.3)
-        for sample, result in zip(batch, results):
+        inputs, sizes = segmenter._preprocess([s["image"] for s in batch], [s["prompt"] for s in batch], None, None)
+        outputs = segmenter.backbone.predict_on_batch(inputs)
+        results = post_process_instances(outputs, sizes, threshold=0.3)
+        presence = _sigmoid(np.asarray(outputs["presence_logits"], "float64")[:, 0])
+        queries = _sigmoid(np.asarray(outputs["pred_logits"], "float64"))
+        for i, (sample, result) in enumerate(zip(batch, results)):
+            parts["present" if len(sample["masks"]) else "absent"].append(
+                (presence[i], queries[i].max(), (queries[i] * presence[i]).max())
+            )
             evaluator.update(result["scores"], result["masks"], sample["masks"])
             if not len(sample["masks"]):
                 counts = absent[nearest_difference(sample["concept"], sample["objects"])]
@@ -61,7 +80,21 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
         done += len(batch)
     figures = evaluator.result()
     figures["absent_concepts"] = {kind: {"answered": a, "prompts": n} for kind, (a, n) in absent.items()}
+    figures["score_parts"] = {kind: _quartiles(rows) for kind, rows in parts.items()}
     return figures
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _quartiles(rows):
+    """Quartiles of each factor of the score over some prompts."""
+    summary = {"prompts": len(rows)}
+    columns = np.asarray(rows, "float64").reshape(len(rows), 3).T
+    for name, values in zip(("presence", "best_query", "best_score"), columns):
+        summary[name] = [round(float(q), 4) for q in np.percentile(values, (25, 50, 75))] if len(rows) else None
+    return summary
 
 
 def main():
