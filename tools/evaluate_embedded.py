@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from keras_sam3 import SAM3PromptableConceptImageSegmenter  # noqa: E402
 from keras_sam3.data.synthetic_shapes import ShapesGenerator  # noqa: E402
 from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
+from keras_sam3.ops.masks import _sigmoid  # noqa: E402  (the post-processing's own)
 from keras_sam3.ops.masks import post_process_instances  # noqa: E402
 
 
@@ -82,10 +83,6 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
     figures["absent_concepts"] = {kind: {"answered": a, "prompts": n} for kind, (a, n) in absent.items()}
     figures["score_parts"] = {kind: _quartiles(rows) for kind, rows in parts.items()}
     return figures
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _quartiles(rows):
