@@ -75,6 +75,11 @@ def test_architecture_knobs_default_to_the_shipped_model():
     assert deeper.detr_encoder.num_layers == 3 and deeper.text_encoder.num_layers == 3
     assert deeper.count_params() > 2_078_382
     assert tool.embedded_backbone(vocabulary, width=96).mask_decoder.hidden_dim == 96
+    coarse = tool.embedded_backbone(vocabulary, patch_size=16)
+    assert coarse.vision_encoder.get_config()["patch_size"] == 16
+    # The patch embedding's kernel grows 4x, the position-embedding grid
+    # shrinks from 16 x 16 to 8 x 8; the rest is unchanged.
+    assert coarse.count_params() == 2_078_382 + 3 * 128 * (16 * 16 - 8 * 8) - 128 * (16 * 16 - 8 * 8)
 
 
 def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monkeypatch):

@@ -57,10 +57,13 @@ SEQUENCE_LENGTH = 16
 NUM_QUERIES = 16
 
 
-def embedded_backbone(vocabulary_size, query_initializer=None, width=64, detr_encoder_layers=2, text_layers=2):
+def embedded_backbone(
+    vocabulary_size, query_initializer=None, width=64, detr_encoder_layers=2, text_layers=2, patch_size=8
+):
     """The shipped architecture at the defaults; `width` (FPN, DETR, scoring
-    and mask decoder), `detr_encoder_layers` and `text_layers` are knobs for
-    experiments (docs/training.md)."""
+    and mask decoder), `detr_encoder_layers`, `text_layers` and `patch_size`
+    (16: an 8 x 8 token grid and 32 x 32 masks instead of 16 x 16 and
+    64 x 64) are knobs for experiments (docs/training.md)."""
     d = width
     # No dropout: an hour from scratch on endless fresh samples does not overfit.
     small = dict(hidden_dim=d, num_heads=4, intermediate_dim=4 * d, dropout_rate=0.0)
@@ -70,7 +73,7 @@ def embedded_backbone(vocabulary_size, query_initializer=None, width=64, detr_en
             intermediate_dim=512,
             num_layers=4,
             num_heads=4,
-            patch_size=8,
+            patch_size=patch_size,
             pretrain_image_size=IMAGE_SIZE,
             window_size=8,
             global_attn_indexes=(1, 3),
@@ -286,6 +289,12 @@ def main():
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
     parser.add_argument("--text-layers", type=int, default=2, help="text encoder depth (shipped: 2)")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=8,
+        help="vision encoder patch size (shipped: 8; 16 quarters the tokens and halves the mask resolution)",
+    )
     args = parser.parse_args()
     if args.max_steps < 1 or (args.stop_after is not None and args.stop_after < 1):
         parser.error("--max-steps and --stop-after must be at least 1")
@@ -305,6 +314,7 @@ def main():
         width=args.width,
         detr_encoder_layers=args.detr_encoder_layers,
         text_layers=args.text_layers,
+        patch_size=args.patch_size,
     )
     if args.init_from:
         segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
@@ -385,7 +395,7 @@ def main():
         "prompts_per_image": args.prompts_per_image,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in ran],
         "reference_boxes": args.reference_boxes,
-        "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers},
+        "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers, "patch_size": args.patch_size},
     }
     with open(os.path.join(args.output, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)
