@@ -134,3 +134,15 @@ def test_seeds_of_the_evaluation_streams_are_refused(monkeypatch, capsys):
         with pytest.raises(SystemExit):
             tool.main()
         assert "evaluation stream" in capsys.readouterr().err
+
+
+def test_a_patch_size_other_than_8_or_16_is_refused(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    tool = load_tool()
+    monkeypatch.setattr(sys, "argv", ["train_embedded.py", "--patch-size", "10", "--output", "unused"])
+    with pytest.raises(SystemExit):
+        tool.main()
+    assert "--patch-size" in capsys.readouterr().err

@@ -293,6 +293,7 @@ def main():
         "--patch-size",
         type=int,
         default=8,
+        choices=(8, 16),
         help="vision encoder patch size (shipped: 8; 16 quarters the tokens and halves the mask resolution)",
     )
     args = parser.parse_args()
