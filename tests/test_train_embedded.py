@@ -82,14 +82,17 @@ def test_architecture_knobs_default_to_the_shipped_model():
     assert coarse.count_params() == 2_078_382 + 3 * 128 * (16 * 16 - 8 * 8) - 128 * (16 * 16 - 8 * 8)
 
 
-def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monkeypatch):
+def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monkeypatch, capsys):
     """`--max-steps` below `--negatives-after`: three steps, not six, and
     only the phase that ran is recorded; batches in stream order from
     `--data-offset` (Keras shuffles a PyDataset's by default); the save
     every 2 steps works mid-epoch (on JAX the weights live outside the
-    variables then)."""
+    variables then), and `--keep-saves` keeps them."""
     import json
     import sys
+
+    import numpy as np
+    import pytest
 
     tool = load_tool()
     seen = []
@@ -110,7 +113,7 @@ def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monke
     monkeypatch.setattr(tool.SAM3PromptableConceptImageSegmenter, "save_to_preset", save)
     output = str(tmp_path / "run")
     command = "--max-steps 3 --negatives-after 6 --batch-size 1 --warmup-steps 1 --save-every 2 --data-offset 100"
-    monkeypatch.setattr(sys, "argv", ["train_embedded.py", *command.split(), "--output", output])
+    monkeypatch.setattr(sys, "argv", ["train_embedded.py", *command.split(), "--keep-saves", "--output", output])
     tool.main()
     with open(os.path.join(output, "training.json")) as f:
         record = json.load(f)
@@ -121,6 +124,20 @@ def test_a_short_run_keeps_to_its_steps_its_data_order_and_saves(tmp_path, monke
     assert seen[-3:] == [100, 101, 102] and set(seen) == {100, 101, 102}
     assert saves == [output, output]  # at step 2, and at the end
     assert os.path.exists(os.path.join(output, "model.weights.h5"))
+    # --keep-saves: step 2's save kept beside the output, a preset of its own
+    assert sorted(os.listdir(tmp_path)) == ["run", "run-step2"]
+    kept = tool.SAM3PromptableConceptImageSegmenter.from_preset(output + "-step2")
+    final = tool.SAM3PromptableConceptImageSegmenter.from_preset(output)
+    assert kept.backbone.count_params() == final.backbone.count_params()
+    differ = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(kept.backbone.trainable_weights, final.backbone.trainable_weights)
+    ]
+    assert any(differ)  # step 3 trained on after the kept save
+    # A second run would overwrite the kept save: refused before training.
+    with pytest.raises(SystemExit):
+        tool.main()
+    assert "--keep-saves would overwrite" in capsys.readouterr().err
 
 
 def test_seeds_of_the_evaluation_streams_are_refused(monkeypatch, capsys):

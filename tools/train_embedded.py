@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -146,9 +147,16 @@ class TimeBudget(keras.callbacks.Callback):
             print(f"step {self.steps}: loss {recent:.3f} over the last steps ({rate:.2f} s/step)", flush=True)
         if self.save and self.save_every and self.steps % self.save_every == 0:
             self.model  # noqa: B018 (on JAX, reading it puts the step's weights back into the variables)
-            self.save()
+            self.save(self.steps)
         if self.done():
             self.model.stop_training = True
+
+
+def save(segmenter, output, kept=None):
+    """Saves the preset to `output` and, for `--keep-saves`, a copy to `kept`."""
+    segmenter.save_to_preset(output)
+    if kept:
+        shutil.copytree(output, kept)
 
 
 def phases(args):
@@ -286,6 +294,12 @@ def main():
         "prompts_per_image; must divide --batch-size): the same pixels answered differently by the text",
     )
     parser.add_argument("--save-every", type=int, default=500, help="save the preset every N steps")
+    parser.add_argument(
+        "--keep-saves",
+        action="store_true",
+        help="also keep each periodic save as its own preset, OUTPUT-stepN beside OUTPUT (which every save "
+        "overwrites): evaluate a run's checkpoints while it trains or after",
+    )
     parser.add_argument("--width", type=int, default=64, help="FPN, DETR, scoring and mask decoder width (shipped: 64)")
     parser.add_argument("--detr-encoder-layers", type=int, default=2, help="DETR encoder depth (shipped: 2)")
     parser.add_argument("--text-layers", type=int, default=2, help="text encoder depth (shipped: 2)")
@@ -308,6 +322,14 @@ def main():
             f"--seed {args.seed} would train on the first samples of an evaluation stream "
             f"(tools/evaluate_embedded.py draws seeds {sorted(EVALUATION_SEEDS)}); pick another seed"
         )
+
+    kept = {}  # step -> directory of its kept save
+    if args.keep_saves and args.save_every > 0:
+        last = min(args.max_steps, args.stop_after or args.max_steps)
+        kept = {step: f"{args.output.rstrip(os.sep)}-step{step}" for step in range(args.save_every, last + 1, args.save_every)}
+        taken = [path for path in kept.values() if os.path.exists(path)]
+        if taken:
+            parser.error(f"--keep-saves would overwrite {taken[0]}: move it away or pick another --output")
 
     keras.utils.set_random_seed(args.seed)
     segmenter = build_segmenter(
@@ -340,7 +362,7 @@ def main():
     budget = TimeBudget(
         args.minutes,
         stop_after=args.stop_after,
-        save=lambda: segmenter.save_to_preset(args.output),
+        save=lambda step: save(segmenter, args.output, kept.get(step)),
         save_every=args.save_every,
     )
     plan = phases(args)
