@@ -25,6 +25,7 @@ def args(**overrides):
         presence_weight=20.0,
         meta_negatives=False,
         negatives_after=2000,
+        negatives_ramp=0,
         late_positive_weight=None,
         late_after=0,
         o2m_weight=0.0,
@@ -55,6 +56,21 @@ def test_meta_negatives_and_a_late_positive_weight():
     # Both changes at step 0: one phase with both.
     plan = tool.phases(args(negatives_after=0, late_positive_weight=3.0, late_after=0))
     assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [(0, True, 3.0)]
+
+
+def test_absent_concepts_can_be_brought_in_over_a_ramp():
+    plan = load_tool().phases(args(negatives_after=1500, negatives_ramp=2000, late_positive_weight=5.0, late_after=3250))
+    assert [(first, kw["negative_prompts"], kw["positive_weight"]) for first, kw in plan] == [
+        (0, False, 10.0),
+        (1500, 0.25, 10.0),
+        (2000, 0.5, 10.0),
+        (2500, 0.75, 10.0),
+        (3000, 1.0, 10.0),
+        (3250, 1.0, 5.0),
+    ]
+    from keras_sam3.losses import SAM3Loss
+
+    assert [SAM3Loss(**kw).negative_weight for _, kw in plan] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
 
 
 def test_the_one_to_many_branch_reaches_every_phase():

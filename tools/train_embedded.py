@@ -178,7 +178,13 @@ def phases(args):
     )
     changes = {0: {}}
     if not args.meta_negatives:
-        changes.setdefault(args.negatives_after, {})["negative_prompts"] = True
+        if args.negatives_ramp:
+            # Weights 1/4, 2/4, 3/4 and 1 over four equal parts of the ramp.
+            for k in range(4):
+                first = args.negatives_after + (k * args.negatives_ramp) // 4
+                changes.setdefault(first, {})["negative_prompts"] = (k + 1) / 4
+        else:
+            changes.setdefault(args.negatives_after, {})["negative_prompts"] = True
     if args.late_positive_weight is not None:
         changes.setdefault(args.late_after, {})["positive_weight"] = args.late_positive_weight
     result, current = [], dict(base)
@@ -229,6 +235,14 @@ def main():
         default=2000,
         help="first step with negative_prompts=True: from scratch, query scores only separate without them "
         "(docs/training.md)",
+    )
+    parser.add_argument(
+        "--negatives-ramp",
+        type=int,
+        default=0,
+        help="bring absent concepts in over this many steps from --negatives-after: their weight in the "
+        "query and semantic terms is 1/4, 2/4, 3/4, then 1 over four equal parts (0: full weight at once; "
+        "docs/training.md)",
     )
     parser.add_argument("--late-positive-weight", type=float, help="positive weight from --late-after on")
     parser.add_argument("--late-after", type=int, default=0)
@@ -313,6 +327,8 @@ def main():
     args = parser.parse_args()
     if args.max_steps < 1 or (args.stop_after is not None and args.stop_after < 1):
         parser.error("--max-steps and --stop-after must be at least 1")
+    if args.negatives_ramp < 0 or (args.negatives_ramp and args.meta_negatives):
+        parser.error("--negatives-ramp must be at least 0, and brings in what --meta-negatives leaves out")
     if args.prompts_per_image < 1 or args.batch_size % args.prompts_per_image:
         parser.error("--prompts-per-image must be at least 1 and divide --batch-size")
     if args.seed in EVALUATION_SEEDS:
@@ -416,6 +432,7 @@ def main():
         "distractor_rate": args.distractor_rate,
         "color_prompt_rate": args.color_prompt_rate,
         "prompts_per_image": args.prompts_per_image,
+        "negatives_ramp": args.negatives_ramp,
         "phases": [{"first_step": first, **{k: v for k, v in kw.items() if k != "pad_num_queries"}} for first, kw in ran],
         "reference_boxes": args.reference_boxes,
         "architecture": {"width": args.width, "detr_encoder_layers": args.detr_encoder_layers, "text_layers": args.text_layers, "patch_size": args.patch_size},

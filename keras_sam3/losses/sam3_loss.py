@@ -15,7 +15,7 @@ and `cost_dice` optionally add a mask term, off as in Meta's). Then:
   `max(p^0.25 * IoU^0.75, 0.01)` (box IoU, no gradient), weighted by
   `positive_weight`; an unmatched query's loss is `p^2 * BCE(logit, 0)`.
   Prompts without ground truth get none (presence covers them) unless
-  `negative_prompts`. Mean over
+  `negative_prompts` (their weight). Mean over
   `B * max(Q, pad_num_queries)`. Weight 20.
 - presence, every layer: `0.5 * mean BCE(presence_logit, has_ground_truth)`.
   Weight 20.
@@ -27,7 +27,7 @@ and `cost_dice` optionally add a mask term, off as in Meta's). Then:
   and dice (+1 smoothing, weight 10), summed over matches, divided by `N`.
 - semantic segmentation: the union of a prompt's masks; focal (alpha 0.6,
   gamma 2, weight 20) and dice (weight 30), averaged over prompts with a
-  non-empty union (over every prompt with `negative_prompts`).
+  non-empty union (with `negative_prompts`, the others weighted by it).
 - the total is multiplied by `sqrt(B)` (Meta's `scale_by_find_batch_size`;
   Meta's B is the per-GPU batch, under Keras' distribution API it is the
   global one).
@@ -119,11 +119,13 @@ class SAM3Loss(OneToManyTerms):
             good boxes to start from, for training from scratch).
             Defaults to `True`.
         negative_gamma: modulation `p^g` of unmatched queries. Defaults to `2.0`.
-        negative_prompts: bool. Also train the queries of prompts without
-            ground truth (every query an unmatched one) and their semantic
-            mask (target empty). Meta leaves both to the presence head
-            (False); from scratch, presence alone gets too little signal on
-            absent concepts (docs/training.md). Defaults to `False`.
+        negative_prompts: bool, or a weight in [0, 1]. Also train the
+            queries of prompts without ground truth (every query an
+            unmatched one) and their semantic mask (target empty), their
+            terms weighted by this (`True` is 1, `False` 0). Meta leaves both
+            to the presence head (False); from scratch, presence alone gets
+            too little signal on absent concepts, and a weight below 1
+            brings them in gradually (docs/training.md). Defaults to `False`.
         pad_num_queries: the mean divides by `B * max(Q, this)`. Defaults to
             `200` (Meta's query count).
         presence_weight: Defaults to `20.0`.
@@ -180,6 +182,13 @@ class SAM3Loss(OneToManyTerms):
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         for name, value in self.config.items():
             setattr(self, name, value)
+        try:
+            weight = float(negative_prompts)
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not 0.0 <= weight <= 1.0:  # NaN fails too
+            raise ValueError(f"negative_prompts must be a bool or a weight in [0, 1]; got {negative_prompts!r}")
+        self.negative_weight = weight
 
     def get_config(self):
         return dict(self.config)
@@ -276,8 +285,8 @@ class SAM3Loss(OneToManyTerms):
         positive_loss = self.positive_weight * _bce(logits, target)
         negative_loss = p**self.negative_gamma * _bce(logits, ops.zeros_like(logits))
         per_query = positive * positive_loss + (1.0 - positive) * negative_loss
-        if not self.negative_prompts:
-            per_query = per_query * has_gt[:, None]
+        if self.negative_weight != 1.0:
+            per_query = per_query * (has_gt + (1.0 - has_gt) * self.negative_weight)[:, None]
         denominator = ops.cast(ops.shape(logits)[0], logits.dtype) * float(
             max(logits.shape[-1], self.pad_num_queries)
         )
@@ -424,8 +433,7 @@ class SAM3Loss(OneToManyTerms):
         semantic = ops.reshape(resize_masks(semantic, size), (batch, -1))
         union = ops.reshape(union, (batch, -1))
         positive = ops.cast(ops.sum(union, axis=-1) > 0, "float32")
-        if self.negative_prompts:
-            positive = ops.ones_like(positive)
+        positive = positive + (1.0 - positive) * self.negative_weight
         positive = positive * semantic_known
         count_positive = ops.sum(positive) + 1e-6
         semantic_focal = ops.mean(_focal(semantic, union, 0.6, 2.0), axis=-1)

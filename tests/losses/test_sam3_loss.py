@@ -127,6 +127,36 @@ def test_negative_prompts_option_trains_queries_and_semantics_of_absent_concepts
         assert float(on[name]) == pytest.approx(float(off[name]), rel=1e-6), name
 
 
+def test_a_negative_prompt_weight_scales_only_the_absent_concepts_terms():
+    # Two prompts, the second without ground truth: weight w puts w of the
+    # absent prompt's query loss in the class term and weighs its semantic
+    # terms w against the present prompt's 1.
+    first, pred_a = one_prompt()
+    second, pred_b = one_prompt()
+    second["valid"][:] = 0.0
+    y_true = {k: np.concatenate([first[k], second[k]]) for k in first}
+    pred_b = {k: v + 0.3 for k, v in pred_b.items()}  # another prediction for the absent prompt
+    y_pred = {k: np.concatenate([pred_a[k], pred_b[k]]) for k in pred_a}
+    terms = {
+        w: SAM3Loss(pad_num_queries=2, negative_prompts=w).compute(to_tensors(y_true), to_tensors(y_pred))
+        for w in (False, 0.25, True)
+    }
+    for name in ("bbox", "giou", "mask", "dice", "presence"):
+        assert float(terms[0.25][name]) == pytest.approx(float(terms[False][name]), rel=1e-6), name
+    # The class term is a sum over prompts: the absent prompt's part is w of its full part.
+    absent_class = float(terms[True]["class"]) - float(terms[False]["class"])
+    assert absent_class > 0
+    assert float(terms[0.25]["class"]) == pytest.approx(float(terms[False]["class"]) + 0.25 * absent_class, rel=1e-5)
+    # The semantic terms are a weighted mean over prompts.
+    for name in ("semantic", "semantic_dice"):
+        present = float(terms[False][name])
+        absent = 2 * float(terms[True][name]) - present  # terms[True] is the plain mean of the two
+        assert float(terms[0.25][name]) == pytest.approx((present + 0.25 * absent) / 1.25, rel=1e-5), name
+    for bad in (-0.1, 1.5, float("nan"), "yes", None):
+        with pytest.raises(ValueError, match="negative_prompts must be a bool or a weight in"):
+            SAM3Loss(negative_prompts=bad)
+
+
 def test_masks_are_upsampled_to_the_target_and_batch_scales_by_sqrt():
     y_true, y_pred = one_prompt()
     y_true["masks"] = np.repeat(np.repeat(y_true["masks"], 2, axis=2), 2, axis=3)  # 4 x 4 targets
