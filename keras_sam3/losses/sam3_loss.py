@@ -285,8 +285,7 @@ class SAM3Loss(OneToManyTerms):
         positive_loss = self.positive_weight * _bce(logits, target)
         negative_loss = p**self.negative_gamma * _bce(logits, ops.zeros_like(logits))
         per_query = positive * positive_loss + (1.0 - positive) * negative_loss
-        if self.negative_weight != 1.0:
-            per_query = per_query * (has_gt + (1.0 - has_gt) * self.negative_weight)[:, None]
+        per_query = per_query * (has_gt + (1.0 - has_gt) * self.negative_weight)[:, None]
         denominator = ops.cast(ops.shape(logits)[0], logits.dtype) * float(
             max(logits.shape[-1], self.pad_num_queries)
         )
