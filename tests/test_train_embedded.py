@@ -179,3 +179,68 @@ def test_a_patch_size_other_than_8_or_16_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         tool.main()
     assert "--patch-size" in capsys.readouterr().err
+
+
+def test_the_best_started_candidate_goes_on_as_its_own_seed_would(tmp_path, monkeypatch):
+    """`--select-from 2`: seeds 3 and 4 train two steps each, the one whose
+    top query finds the prompted objects better (as measured) goes on, and
+    the run ends with the weights and record that `--seed <chosen>` alone
+    gives: selection adds a choice, not another training path."""
+    import json
+    import sys
+
+    import numpy as np
+
+    tool = load_tool()
+    measured = []
+    original_measure = tool.top_query_iou
+
+    def measure(segmenter, samples, seed):
+        value = original_measure(segmenter, samples, seed)
+        measured.append(value)
+        return value
+
+    monkeypatch.setattr(tool, "top_query_iou", measure)
+    common = "--max-steps 3 --negatives-after 1 --batch-size 1 --warmup-steps 1 --save-every 0 --select-samples 3"
+
+    def run(output, *extra):
+        monkeypatch.setattr(sys, "argv", ["train_embedded.py", *common.split(), *extra, "--output", str(output)])
+        tool.main()
+        with open(os.path.join(output, "training.json")) as f:
+            return json.load(f)
+
+    record = run(tmp_path / "selected", "--seed", "3", "--select-from", "2", "--select-after", "2")
+    assert len(measured) == 2 and all(0.0 <= value <= 1.0 for value in measured)
+    chosen = 3 + int(np.argmax(measured))
+    selection = record["selection"]
+    assert [c["seed"] for c in selection["candidates"]] == [3, 4]
+    assert selection["chosen_seed"] == chosen == record["seed"]
+    assert record["steps"] == 3
+    # the chosen seed's phases: negatives from step 1, recorded once
+    assert [phase["first_step"] for phase in record["phases"]] == [0, 1]
+
+    alone = run(tmp_path / "alone", "--seed", str(chosen))
+    assert alone["selection"] is None and alone["phases"] == record["phases"]
+    selected = tool.SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "selected"))
+    single = tool.SAM3PromptableConceptImageSegmenter.from_preset(str(tmp_path / "alone"))
+    for a, b in zip(selected.backbone.weights, single.backbone.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+def test_selection_refuses_what_it_cannot_do(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    tool = load_tool()
+    for command, message in (
+        ("--select-from 2 --select-after 50 --max-steps 50", "--select-after"),
+        ("--select-from 2 --select-after 0", "--select-after"),
+        ("--select-from 0", "--select-from"),
+        ("--seed 10 --select-from 2", "evaluation stream"),  # candidate seed 11 is the selection's stream
+        ("--seed 2025 --select-from 3", "evaluation stream"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["train_embedded.py", *command.split(), "--output", "unused"])
+        with pytest.raises(SystemExit):
+            tool.main()
+        assert message in capsys.readouterr().err, command

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from keras_sam3 import SAM3PromptableConceptImageSegmenter  # noqa: E402
 from keras_sam3.data.synthetic_shapes import ShapesGenerator  # noqa: E402
 from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
+from keras_sam3.metrics import mask_iou  # noqa: E402
 from keras_sam3.ops.masks import _sigmoid  # noqa: E402  (the post-processing's own)
 from keras_sam3.ops.masks import post_process_instances  # noqa: E402
 
@@ -83,6 +84,35 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
     figures["absent_concepts"] = {kind: {"answered": a, "prompts": n} for kind, (a, n) in absent.items()}
     figures["score_parts"] = {kind: _quartiles(rows) for kind, rows in parts.items()}
     return figures
+
+
+def top_query_iou(segmenter, samples=64, seed=11, batch_size=16):
+    """Whether the queries have picked their objects, whatever their scores'
+    scale: over `samples` prompts that all name present concepts
+    (`ShapesGenerator(negative_rate=0)` from `seed`), the mean IoU of the
+    top-ranked query's mask (by its logit; presence left out) with the
+    object it overlaps most. Collapsed or unlocalized queries give a
+    near-random top query and a low value. `tools/train_embedded.py`'s
+    `--negatives-gate` reads it."""
+    size = segmenter.backbone.image_size
+    generator = ShapesGenerator(image_size=size, negative_rate=0.0, seed=seed)
+    ious = []
+    while len(ious) < samples:
+        batch = [generator.sample() for _ in range(min(batch_size, samples - len(ious)))]
+        inputs, sizes = segmenter._preprocess([s["image"] for s in batch], [s["prompt"] for s in batch], None, None)
+        outputs = segmenter.backbone.predict_on_batch(inputs)
+        logits = np.asarray(outputs["pred_logits"], "float32")
+        for i, sample in enumerate(batch):
+            top = int(np.argmax(logits[i]))
+            one = {
+                "pred_logits": logits[i : i + 1, top : top + 1],
+                "presence_logits": np.zeros((1, 1), "float32"),
+                "pred_boxes": np.asarray(outputs["pred_boxes"])[i : i + 1, top : top + 1],
+                "pred_masks": np.asarray(outputs["pred_masks"])[i : i + 1, top : top + 1],
+            }
+            mask = post_process_instances(one, sizes[i : i + 1], threshold=-1.0)[0]["masks"]
+            ious.append(float(mask_iou(mask, np.asarray(sample["masks"], bool)).max()))
+    return float(np.mean(ious))
 
 
 def _quartiles(rows):

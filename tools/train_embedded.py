@@ -18,6 +18,12 @@ decoder's queries started standard normal need `--uniform-query-init`);
 their commands are in `presets/sam3_shapes.json` and `docs/training.md`,
 their records in `presets/sam3_shapes/training_*.json`.
 
+`--select-from K` starts K candidates (seeds `--seed` to `--seed + K - 1`),
+trains each `--select-after` steps on the run's clock, and goes on with the
+one whose top-ranked query best finds the prompted objects on a stream of
+its own (`SELECTION_SEED`): the chosen run is, step for step, what its seed
+alone gives; the others are dropped.
+
 The learning-rate schedule spans `--max-steps`; the time budget may stop
 training earlier (the step count is printed and saved in the preset's
 `training.json`). `--stop-after N --minutes 1000` reproduces such a run
@@ -37,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 EVALUATION_SEEDS = {7, 2026}  # the validation and held-out streams (docs/training.md)
+SELECTION_SEED = 11  # the stream `--select-from` measures its candidates on
 
 from keras_sam3 import SAM3Backbone  # noqa: E402
 from keras_sam3 import SAM3DetrDecoder  # noqa: E402
@@ -52,6 +59,9 @@ from keras_sam3 import SAM3VisionEncoder  # noqa: E402
 from keras_sam3.data.synthetic_shapes import SyntheticShapesDataset  # noqa: E402
 from keras_sam3.data.synthetic_shapes import shapes_tokenizer  # noqa: E402
 from keras_sam3.losses import SAM3Loss  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaluate_embedded import top_query_iou  # noqa: E402
 
 IMAGE_SIZE = 128
 SEQUENCE_LENGTH = 16
@@ -208,6 +218,18 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--select-from",
+        type=int,
+        default=1,
+        help="train this many candidates, seeds --seed, --seed + 1, ..., for --select-after steps each (on the "
+        "run's clock), then go on with the one whose top-ranked query best finds the prompted objects "
+        "(tools/evaluate_embedded.py's top_query_iou): how well a run starts decides its hour (docs/training.md)",
+    )
+    parser.add_argument("--select-after", type=int, default=1000, help="steps each --select-from candidate trains")
+    parser.add_argument(
+        "--select-samples", type=int, default=128, help="prompts (all naming present concepts) each candidate is measured on"
+    )
     parser.add_argument("--init-from", help="a preset whose weights to start from (a second stage)")
     parser.add_argument("--data-offset", type=int, default=0, help="first batch index of the data stream")
     parser.add_argument(
@@ -331,86 +353,136 @@ def main():
         parser.error("--negatives-ramp must be at least 0, and brings in what --meta-negatives leaves out")
     if args.prompts_per_image < 1 or args.batch_size % args.prompts_per_image:
         parser.error("--prompts-per-image must be at least 1 and divide --batch-size")
-    if args.seed in EVALUATION_SEEDS:
-        # Batch 0 of SyntheticShapesDataset(seed=s) is ShapesGenerator(seed=s)'s
-        # first samples (numpy seeds (s, 0) as s).
-        parser.error(
-            f"--seed {args.seed} would train on the first samples of an evaluation stream "
-            f"(tools/evaluate_embedded.py draws seeds {sorted(EVALUATION_SEEDS)}); pick another seed"
-        )
+    if args.select_from < 1 or args.select_samples < 1:
+        parser.error("--select-from and --select-samples must be at least 1")
+    if args.select_from > 1 and not 0 < args.select_after < min(args.max_steps, args.stop_after or args.max_steps):
+        parser.error("--select-after must lie between 0 and the run's last step, exclusive")
+    candidate_seeds = [args.seed + i for i in range(args.select_from)]
+    refused = EVALUATION_SEEDS | ({SELECTION_SEED} if args.select_from > 1 else set())
+    for seed in candidate_seeds:
+        if seed in refused:
+            # Batch 0 of SyntheticShapesDataset(seed=s) is ShapesGenerator(seed=s)'s
+            # first samples (numpy seeds (s, 0) as s).
+            parser.error(
+                f"--seed {seed} would train on the first samples of an evaluation stream "
+                f"(tools/evaluate_embedded.py draws seeds {sorted(EVALUATION_SEEDS)}, --select-from {SELECTION_SEED}); "
+                "pick another seed"
+            )
 
     kept = {}  # step -> directory of its kept save
     if args.keep_saves and args.save_every > 0:
         last = min(args.max_steps, args.stop_after or args.max_steps)
-        kept = {step: f"{args.output.rstrip(os.sep)}-step{step}" for step in range(args.save_every, last + 1, args.save_every)}
+        # With --select-from the run's saves start once a candidate is chosen.
+        first = args.select_after if args.select_from > 1 else args.save_every
+        first = -(-first // args.save_every) * args.save_every
+        kept = {step: f"{args.output.rstrip(os.sep)}-step{step}" for step in range(first, last + 1, args.save_every)}
         taken = [path for path in kept.values() if os.path.exists(path)]
         if taken:
             parser.error(f"--keep-saves would overwrite {taken[0]}: move it away or pick another --output")
 
-    keras.utils.set_random_seed(args.seed)
-    segmenter = build_segmenter(
-        "uniform" if args.uniform_query_init else None,
-        width=args.width,
-        detr_encoder_layers=args.detr_encoder_layers,
-        text_layers=args.text_layers,
-        patch_size=args.patch_size,
-    )
-    if args.init_from:
-        segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
-    if args.reference_boxes == "grid":
-        decoder = segmenter.backbone.detr_decoder
+    def build(seed):
+        """A fresh segmenter and optimizer drawn from `seed` (a run's weights
+        depend on nothing else)."""
+        keras.utils.set_random_seed(seed)
+        segmenter = build_segmenter(
+            "uniform" if args.uniform_query_init else None,
+            width=args.width,
+            detr_encoder_layers=args.detr_encoder_layers,
+            text_layers=args.text_layers,
+            patch_size=args.patch_size,
+        )
         if args.init_from:
-            decoder.reference_points.trainable = False  # keep the loaded grid
-        else:
-            decoder.set_grid_reference_boxes(box_size=0.2)
-    print(f"backend {keras.backend.backend()}, {segmenter.backbone.count_params():,} parameters", flush=True)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0,
-        decay_steps=args.max_steps,
-        warmup_target=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        alpha=0.05,
-    )
-    # The schedule's horizon is the step budget the time allows: estimated
-    # from a short first run would make training non-reproducible, so the
-    # cosine runs over `--max-steps` and the time budget cuts it.
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)
-    budget = TimeBudget(
-        args.minutes,
-        stop_after=args.stop_after,
-        save=lambda step: save(segmenter, args.output, kept.get(step)),
-        save_every=args.save_every,
-    )
+            segmenter.backbone.load_weights(os.path.join(args.init_from, "model.weights.h5"))
+        if args.reference_boxes == "grid":
+            decoder = segmenter.backbone.detr_decoder
+            if args.init_from:
+                decoder.reference_points.trainable = False  # keep the loaded grid
+            else:
+                decoder.set_grid_reference_boxes(box_size=0.2)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=args.max_steps,
+            warmup_target=args.learning_rate,
+            warmup_steps=args.warmup_steps,
+            alpha=0.05,
+        )
+        # The schedule's horizon is the step budget the time allows: estimated
+        # from a short first run would make training non-reproducible, so the
+        # cosine runs over `--max-steps` and the time budget cuts it.
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)
+        return segmenter, optimizer
+
     plan = phases(args)
-    start = time.time()
     losses = []
     ran = []  # the phases that trained at least a step
-    for i, (first, loss_kwargs) in enumerate(plan):
-        last = min(plan[i + 1][0], args.max_steps) if i + 1 < len(plan) else args.max_steps
-        if budget.done() or first >= args.max_steps:
-            break
-        print(f"steps {first}-{last} (optimizer at {int(optimizer.iterations)}): SAM3Loss({loss_kwargs})", flush=True)
-        # The same optimizer across phases: its state and step count go on.
-        segmenter.compile(optimizer=optimizer, loss=SAM3Loss(**loss_kwargs))
-        data = SyntheticShapesDataset(
-            segmenter.preprocessor,
-            batch_size=args.batch_size,
-            steps=last - first,
-            seed=args.seed,
-            image_size=IMAGE_SIZE,
-            offset=args.data_offset + first,
-            negative_rate=args.negative_rate,
-            hard_negative_rate=args.hard_negative_rate,
-            distractor_rate=args.distractor_rate,
-            color_prompt_rate=args.color_prompt_rate,
-            prompts_per_image=args.prompts_per_image,
-        )
-        # In order: batch `offset + k` is step `k`, so a cut run has used the
-        # first batches of its range and `--data-offset` resumes after them
-        # (Keras shuffles a PyDataset's batches by default).
-        history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget], shuffle=False)
-        losses.append(float(history.history["loss"][-1]))
-        ran.append((first, loss_kwargs))
+
+    def train(segmenter, optimizer, seed, first_step, stop, budget):
+        """Trains `segmenter` from step `first_step` up to `stop` (or until
+        `budget` says so) along `plan`, on the data stream of `seed`."""
+        for i, (first, loss_kwargs) in enumerate(plan):
+            last = min(plan[i + 1][0], stop) if i + 1 < len(plan) else stop
+            first = max(first, first_step)
+            if budget.done() or first >= last:
+                continue
+            print(f"steps {first}-{last} (optimizer at {int(optimizer.iterations)}): SAM3Loss({loss_kwargs})", flush=True)
+            # The same optimizer across phases: its state and step count go on.
+            segmenter.compile(optimizer=optimizer, loss=SAM3Loss(**loss_kwargs))
+            data = SyntheticShapesDataset(
+                segmenter.preprocessor,
+                batch_size=args.batch_size,
+                steps=last - first,
+                seed=seed,
+                image_size=IMAGE_SIZE,
+                offset=args.data_offset + first,
+                negative_rate=args.negative_rate,
+                hard_negative_rate=args.hard_negative_rate,
+                distractor_rate=args.distractor_rate,
+                color_prompt_rate=args.color_prompt_rate,
+                prompts_per_image=args.prompts_per_image,
+            )
+            # In order: batch `offset + k` is step `k`, so a cut run has used the
+            # first batches of its range and `--data-offset` resumes after them
+            # (Keras shuffles a PyDataset's batches by default).
+            history = segmenter.fit(data, epochs=1, verbose=0, callbacks=[budget], shuffle=False)
+            losses.append(float(history.history["loss"][-1]))
+            if not ran or ran[-1][1] != loss_kwargs:
+                ran.append((first, loss_kwargs))
+
+    start = time.time()
+    budget = TimeBudget(args.minutes, stop_after=args.stop_after, save_every=args.save_every)
+    selection = None
+    if args.select_from > 1:
+        # Candidates train `--select-after` steps each, on the run's clock;
+        # the one whose top query best finds the prompted objects goes on
+        # (docs/training.md). Each is the run its own `--seed` would make.
+        selection = {"after": args.select_after, "samples": args.select_samples, "candidates": []}
+        best = None
+        for seed in candidate_seeds:
+            segmenter, optimizer = build(seed)
+            trial = TimeBudget(args.minutes)
+            trial.deadline = budget.deadline
+            ran.clear()
+            train(segmenter, optimizer, seed, 0, args.select_after, trial)
+            if trial.steps < args.select_after:
+                sys.exit(f"--minutes ran out while candidate seed {seed} trained ({trial.steps} of {args.select_after} steps)")
+            measured = top_query_iou(segmenter, args.select_samples, SELECTION_SEED)
+            print(f"candidate seed {seed}: top-query IoU {measured:.4f} at step {args.select_after}", flush=True)
+            selection["candidates"].append({"seed": seed, "top_query_iou": round(measured, 4)})
+            if best is None or measured > best[0]:
+                best = (measured, seed, segmenter, optimizer, list(ran))
+        _, seed, segmenter, optimizer, chosen_ran = best
+        ran[:] = chosen_ran
+        selection["chosen_seed"] = seed
+        print(f"going on with seed {seed}", flush=True)
+        budget.steps = args.select_after
+    else:
+        seed = args.seed
+        segmenter, optimizer = build(seed)
+    print(f"backend {keras.backend.backend()}, {segmenter.backbone.count_params():,} parameters", flush=True)
+    budget.save = lambda step: save(segmenter, args.output, kept.get(step))
+    if selection and args.save_every and args.select_after % args.save_every == 0:
+        budget.save(args.select_after)
+    train(segmenter, optimizer, seed, budget.steps, args.max_steps, budget)
     elapsed = time.time() - start
     segmenter.save_to_preset(args.output)
     summary = {
@@ -423,7 +495,8 @@ def main():
         "learning_rate": args.learning_rate,
         "max_steps": args.max_steps,
         "warmup_steps": args.warmup_steps,
-        "seed": args.seed,
+        "seed": seed,
+        "selection": selection,
         "init_from": args.init_from,
         "data_offset": args.data_offset,
         "soft_targets": args.soft_targets,
