@@ -91,9 +91,10 @@ def top_query_iou(segmenter, samples=64, seed=11, batch_size=16):
     scale: over `samples` prompts that all name present concepts
     (`ShapesGenerator(negative_rate=0)` from `seed`), the mean IoU of the
     top-ranked query's mask (by its logit; presence left out) with the
-    object it overlaps most. Collapsed or unlocalized queries give a
-    near-random top query and a low value. `tools/train_embedded.py`'s
-    `--negatives-gate` reads it."""
+    prompted object it overlaps most. Queries that have not localized give
+    a low value; queries whose scores all fell together (the collapse
+    absent concepts can bring) still rank, and score high here
+    (docs/training.md). `tools/train_embedded.py --select-from` reads it."""
     size = segmenter.backbone.image_size
     generator = ShapesGenerator(image_size=size, negative_rate=0.0, seed=seed)
     ious = []
