@@ -41,6 +41,7 @@ from keras_sam3.metrics import ConceptSegmentationEvaluator  # noqa: E402
 from keras_sam3.metrics import mask_iou  # noqa: E402
 from keras_sam3.ops.masks import _sigmoid  # noqa: E402  (the post-processing's own)
 from keras_sam3.ops.masks import post_process_instances  # noqa: E402
+from keras_sam3.ops.masks import resize_bilinear  # noqa: E402
 
 
 def nearest_difference(concept, objects):
@@ -60,13 +61,8 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
     absent = {kind: [0, 0] for kind in ("color", "shape", "size", "more")}
     # present / absent -> rows of (presence, best query, best score)
     parts = {"present": [], "absent": []}
-    done = 0
-    while done < samples:
-        batch = [generator.sample() for _ in range(min(batch_size, samples - done))]
-        # What `segment()` runs, with the raw outputs kept for `score_parts`.
+    for batch, outputs, sizes in _predicted(segmenter, generator, samples, batch_size):
         # Meta's post-processing keeps scores > 0.3; the evaluator gates at >= 0.5.
-        inputs, sizes = segmenter._preprocess([s["image"] for s in batch], [s["prompt"] for s in batch], None, None)
-        outputs = segmenter.backbone.predict_on_batch(inputs)
         results = post_process_instances(outputs, sizes, threshold=0.3)
         presence = _sigmoid(np.asarray(outputs["presence_logits"], "float64")[:, 0])
         queries = _sigmoid(np.asarray(outputs["pred_logits"], "float64"))
@@ -79,7 +75,6 @@ def evaluate(segmenter, samples=500, seed=2026, batch_size=16):
                 counts = absent[nearest_difference(sample["concept"], sample["objects"])]
                 counts[0] += int((result["scores"] >= 0.5).any())
                 counts[1] += 1
-        done += len(batch)
     figures = evaluator.result()
     figures["absent_concepts"] = {kind: {"answered": a, "prompts": n} for kind, (a, n) in absent.items()}
     figures["score_parts"] = {kind: _quartiles(rows) for kind, rows in parts.items()}
@@ -98,22 +93,25 @@ def top_query_iou(segmenter, samples=64, seed=11, batch_size=16):
     size = segmenter.backbone.image_size
     generator = ShapesGenerator(image_size=size, negative_rate=0.0, seed=seed)
     ious = []
-    while len(ious) < samples:
-        batch = [generator.sample() for _ in range(min(batch_size, samples - len(ious)))]
-        inputs, sizes = segmenter._preprocess([s["image"] for s in batch], [s["prompt"] for s in batch], None, None)
-        outputs = segmenter.backbone.predict_on_batch(inputs)
-        logits = np.asarray(outputs["pred_logits"], "float32")
+    for batch, outputs, sizes in _predicted(segmenter, generator, samples, batch_size):
+        tops = np.argmax(np.asarray(outputs["pred_logits"]), axis=-1)
         for i, sample in enumerate(batch):
-            top = int(np.argmax(logits[i]))
-            one = {
-                "pred_logits": logits[i : i + 1, top : top + 1],
-                "presence_logits": np.zeros((1, 1), "float32"),
-                "pred_boxes": np.asarray(outputs["pred_boxes"])[i : i + 1, top : top + 1],
-                "pred_masks": np.asarray(outputs["pred_masks"])[i : i + 1, top : top + 1],
-            }
-            mask = post_process_instances(one, sizes[i : i + 1], threshold=-1.0)[0]["masks"]
+            # The top query's mask as `segment()` gives masks: at the image's size, at 0.5.
+            mask = resize_bilinear(_sigmoid(np.asarray(outputs["pred_masks"][i])[tops[i : i + 1]]), sizes[i]) > 0.5
             ious.append(float(mask_iou(mask, np.asarray(sample["masks"], bool)).max()))
     return float(np.mean(ious))
+
+
+def _predicted(segmenter, generator, samples, batch_size):
+    """`(samples, raw backbone outputs, original sizes)` per batch of
+    `samples` drawn from `generator`: what `segment()` runs, before its
+    post-processing."""
+    done = 0
+    while done < samples:
+        batch = [generator.sample() for _ in range(min(batch_size, samples - done))]
+        inputs, sizes = segmenter._preprocess([s["image"] for s in batch], [s["prompt"] for s in batch], None, None)
+        yield batch, segmenter.backbone.predict_on_batch(inputs), sizes
+        done += len(batch)
 
 
 def _quartiles(rows):

@@ -126,12 +126,12 @@ class TimeBudget(keras.callbacks.Callback):
     are counted over all of them.
     """
 
-    def __init__(self, minutes, every=25, stop_after=None, save=None, save_every=0):
+    def __init__(self, minutes, every=25, stop_after=None, save=None, save_every=0, deadline=None):
         super().__init__()
         self.stop_after = stop_after
         self.save = save
         self.save_every = save_every
-        self.deadline = time.time() + 60 * minutes
+        self.deadline = deadline or time.time() + 60 * minutes
         self.every = every
         self.steps = 0
         self.start = time.time()
@@ -459,8 +459,7 @@ def main():
         best = None
         for seed in candidate_seeds:
             segmenter, optimizer = build(seed)
-            trial = TimeBudget(args.minutes)
-            trial.deadline = budget.deadline
+            trial = TimeBudget(args.minutes, deadline=budget.deadline)
             ran.clear()
             train(segmenter, optimizer, seed, 0, args.select_after, trial)
             if trial.steps < args.select_after:
